@@ -1,0 +1,47 @@
+"""Importance methods: callables `method(adapter, batches, cfg) -> Scores`, found by name.
+
+The search and the benchmarks look methods up here and never branch on their names.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from ..errors import BadInput
+
+METHODS: dict = {}
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    seed: int = 0
+    group_size: int = 32      # neurons scored together by the trajectory method
+    lam: float = 0.1          # KD weight λ (paper: 0.1 after ablation)
+    depth: str = "normalized"  # how per-layer distortions combine; see trajectory.combine
+    rows_per_batch: int = 256  # tokens per batch in each Gram matrix (a fixed, seeded subset)
+
+
+@dataclass
+class Scores:
+    """Higher = more important. heads: [layers, heads]; neurons: [layers, ffn]."""
+
+    heads: torch.Tensor
+    neurons: torch.Tensor
+    meta: dict = field(default_factory=dict)
+
+
+def register(name: str):
+    def deco(fn):
+        METHODS[name] = fn
+        return fn
+    return deco
+
+
+def get_method(name: str):
+    if name not in METHODS:
+        raise BadInput(f"unknown importance method {name!r}; choose one of: {', '.join(sorted(METHODS))}")
+    return METHODS[name]
+
+
+from . import baselines, fisher, trajectory  # noqa: E402,F401  (register the methods)

@@ -1,0 +1,115 @@
+"""Model loading, the pruned-model folder, and all-or-nothing output folders.
+
+A pruned folder holds model.safetensors (narrowed weights), config.json (the original config:
+transformers keeps one global head count, so from_pretrained cannot rebuild a non-uniform
+model), spec.json (what was kept) and the tokenizer. `load_pruned` rebuilds from the spec.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+
+from .errors import BadInput, UnsupportedModel
+from .spec import PruneSpec
+
+
+def load_model(path: str):
+    """(model, tokenizer) of a sequence classifier, after checking that a family adapter exists."""
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from .adapters import ADAPTERS, adapter_for
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot load model {path!r}: {str(e).splitlines()[0]}; give a Hugging Face model "
+                       "folder, a hub id or a zoo name") from e
+    if config.model_type not in ADAPTERS:
+        raise UnsupportedModel(f"model type {config.model_type!r} is not supported; supported: "
+                               f"{', '.join(sorted(ADAPTERS))}")
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    adapter_for(model)  # fails early on a non-classifier
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def save_pruned(model, tokenizer, spec: PruneSpec, out_dir: str, extra: dict | None = None) -> None:
+    from safetensors.torch import save_model
+
+    os.makedirs(out_dir, exist_ok=True)
+    save_model(model, os.path.join(out_dir, "model.safetensors"))
+    cfg = model.config.to_dict()
+    cfg.pop("optin_pruned", None)
+    with open(os.path.join(out_dir, "config.json"), "w") as fh:
+        json.dump(cfg, fh, indent=2)
+    with open(os.path.join(out_dir, "spec.json"), "w") as fh:
+        fh.write(spec.to_json())
+    if extra is not None:
+        with open(os.path.join(out_dir, "optin.json"), "w") as fh:
+            json.dump(extra, fh, indent=2)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+
+
+def load_pruned(path: str):
+    """Rebuild a pruned model from its folder: config → dense skeleton → narrow(spec) → weights."""
+    from safetensors.torch import load_model
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from .adapters import adapter_for
+    from .narrow import narrow
+
+    spec_file = os.path.join(path, "spec.json")
+    if not os.path.isfile(spec_file):
+        raise BadInput(f"{path!r} is not a pruned-model folder (no spec.json); run `optin prune` first")
+    spec = PruneSpec.from_json(open(spec_file).read())
+    config = AutoConfig.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_config(config)
+    narrow(adapter_for(model), spec)
+    load_model(model, os.path.join(path, "model.safetensors"), strict=True)
+    return model.eval()
+
+
+def read_json(path: str, default=None):
+    if not os.path.exists(path):
+        return default
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def write_json(path: str, data: dict) -> None:
+    """Write to a temporary name and rename: a reader never sees half a report."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as fh:
+        json.dump(data, fh, indent=2, default=_jsonable)
+        fh.write("\n")
+    os.replace(tmp, path)
+
+
+def _jsonable(x):
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+@contextmanager
+def staged_dir(out_dir: str):
+    """Yield a temporary folder beside out_dir; on success it replaces out_dir, on error it vanishes."""
+    out_dir = os.path.abspath(out_dir)
+    parent = os.path.dirname(out_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.", dir=parent)
+    try:
+        yield tmp
+        old = None
+        if os.path.exists(out_dir):
+            old = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.old.", dir=parent)
+            os.rmdir(old)
+            os.replace(out_dir, old)
+        os.replace(tmp, out_dir)
+        if old:
+            shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""Head and neuron masks through forward pre-hooks (transformers 5 has no head_mask).
+
+A head mask multiplies each head's slice of the attention context before the output
+projection; a neuron mask multiplies the FFN activations before the second Linear. Masking a
+unit this way is exactly removing it, which is what `narrow` does physically.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+
+
+class MaskState:
+    """Per-layer masks read by the hooks; None means 'leave this layer alone' (no cost)."""
+
+    def __init__(self, num_layers: int):
+        self.heads: list[torch.Tensor | None] = [None] * num_layers
+        self.neurons: list[torch.Tensor | None] = [None] * num_layers
+
+    def set(self, head_mask=None, neuron_mask=None):
+        for i in range(len(self.heads)):
+            self.heads[i] = None if head_mask is None else head_mask[i]
+            self.neurons[i] = None if neuron_mask is None else neuron_mask[i]
+
+    def clear(self):
+        self.set(None, None)
+
+
+def _head_hook(state: MaskState, i: int, head_dim: int):
+    def hook(module, args):
+        m = state.heads[i]
+        if m is None:
+            return None
+        x = args[0]
+        shaped = x.view(*x.shape[:-1], -1, head_dim) * m.to(x.dtype)[:, None]
+        return (shaped.view(x.shape),) + tuple(args[1:])
+    return hook
+
+
+def _neuron_hook(state: MaskState, i: int):
+    def hook(module, args):
+        m = state.neurons[i]
+        if m is None:
+            return None
+        return (args[0] * m.to(args[0].dtype),) + tuple(args[1:])
+    return hook
+
+
+@contextmanager
+def mask_hooks(adapter):
+    """Install hooks on every layer; yield the MaskState that controls them."""
+    dims = adapter.dims()
+    state = MaskState(dims.num_layers)
+    handles = []
+    try:
+        for i in range(dims.num_layers):
+            p = adapter.parts(i)
+            handles.append(p.o.register_forward_pre_hook(_head_hook(state, i, dims.head_dim)))
+            handles.append(p.ffn_out.register_forward_pre_hook(_neuron_hook(state, i)))
+        yield state
+    finally:
+        for h in handles:
+            h.remove()

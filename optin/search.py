@@ -1,0 +1,72 @@
+"""Mask search under a cost budget (Kwon et al. 2022, Algorithm 1, generalised to per-layer costs).
+
+Heads and FFN neurons are ranked globally by importance. For every number h of kept heads, the
+budget left after the h best heads is filled with the best neurons; the (h, n) with the highest
+total kept importance wins. With `align` > 1, neurons are taken in blocks of `align` per layer
+(the block score is the sum of its neurons, blocks follow each layer's own ranking), so every
+layer keeps a multiple of `align` neurons, as GEMM kernels prefer.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import BadInput, InfeasibleBudget
+
+
+@dataclass
+class SearchResult:
+    head_mask: torch.Tensor
+    neuron_mask: torch.Tensor
+    cost: float
+    budget: float
+    kept_heads: int
+    kept_neurons: int
+
+
+def _rank(scores: torch.Tensor, costs, block: int):
+    """Blocks of `block` units per layer in each layer's own order, then sorted globally.
+    Returns (layer, unit-index tensor) per block, their cumulative score and cost."""
+    L, U = scores.shape
+    blocks, bscore, bcost = [], [], []
+    for i in range(L):
+        order = torch.argsort(scores[i], descending=True, stable=True)
+        for j, s in enumerate(range(0, U, block)):
+            idx = order[s:s + block]
+            blocks.append((i, j, idx))
+            bscore.append(float(scores[i, idx].sum()))
+            bcost.append(float(costs[i]) * len(idx))
+    # stable global order; within a layer, block j precedes j+1 on ties
+    perm = sorted(range(len(blocks)), key=lambda b: (-bscore[b], blocks[b][0], blocks[b][1]))
+    blocks = [blocks[b] for b in perm]
+    zero = torch.zeros(1, dtype=torch.float64)
+    cum_s = torch.cat([zero, torch.tensor([bscore[b] for b in perm], dtype=torch.float64).cumsum(0)])
+    cum_c = torch.cat([zero, torch.tensor([bcost[b] for b in perm], dtype=torch.float64).cumsum(0)])
+    return blocks, cum_s, cum_c
+
+
+def search(head_scores, neuron_scores, cost_model, budget: float, align: int = 1) -> SearchResult:
+    """budget: allowed cost in the cost model's units (e.g. MACs per example)."""
+    if align < 1:
+        raise BadInput(f"--align must be a positive integer, got {align}")
+    if budget < cost_model.fixed:
+        raise InfeasibleBudget(f"budget {budget:.4g} is below the model's unprunable cost {cost_model.fixed:.4g} "
+                               "(embeddings/classifier); raise the budget")
+    hblocks, hs, hc = _rank(head_scores, cost_model.per_head, 1)
+    nblocks, ns, nc = _rank(neuron_scores, cost_model.per_neuron, align)
+    # float slack so that a budget equal to the dense cost keeps everything
+    left = budget - cost_model.fixed - hc + 1e-6 * budget
+    feasible = left >= 0
+    k = torch.searchsorted(nc, left.clamp(min=0), right=True) - 1
+    total = torch.where(feasible, hs + ns[k.clamp(min=0)], torch.tensor(float("-inf"), dtype=torch.float64))
+    h = int(torch.argmax(total))
+    kn = int(k[h])
+    hm = torch.zeros_like(head_scores)
+    nm = torch.zeros_like(neuron_scores)
+    for i, _, idx in hblocks[:h]:
+        hm[i, idx] = 1.0
+    for i, _, idx in nblocks[:kn]:
+        nm[i, idx] = 1.0
+    cost = cost_model.fixed + float(hc[h]) + float(nc[kn])
+    return SearchResult(hm, nm, cost, budget, h, int(nm.sum()))

@@ -1,0 +1,2 @@
+"""MAC counting, latency measurement, the CI gate and latency tables. Knows nothing of how a
+mask was found."""

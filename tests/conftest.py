@@ -1,0 +1,94 @@
+"""Shared fixtures: tiny randomly initialised classifiers, one per registered family."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+TINY = dict(hidden=32, heads=4, layers=3, ffn=48, vocab=120, labels=3)
+
+
+def tiny_model(model_type: str, seed: int = 0, eager: bool = False):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    torch.manual_seed(seed)
+    t = TINY
+    if model_type == "distilbert":
+        kw = dict(dim=t["hidden"], n_heads=t["heads"], n_layers=t["layers"], hidden_dim=t["ffn"])
+    else:
+        kw = dict(hidden_size=t["hidden"], num_attention_heads=t["heads"], num_hidden_layers=t["layers"],
+                  intermediate_size=t["ffn"])
+    cfg = AutoConfig.for_model(model_type, vocab_size=t["vocab"], num_labels=t["labels"],
+                               max_position_embeddings=64, initializer_range=0.3, **kw)
+    if eager:
+        cfg._attn_implementation = "eager"
+    return AutoModelForSequenceClassification.from_config(cfg).eval()
+
+
+def tiny_batches(n_batches=2, batch=4, seq=10, seed=0, labels=3):
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n_batches):
+        ids = torch.randint(5, 100, (batch, seq), generator=g)
+        mask = torch.ones(batch, seq, dtype=torch.long)
+        for j in range(batch):  # ragged lengths so padding is exercised
+            n = int(torch.randint(3, seq + 1, (1,), generator=g))
+            mask[j, n:] = 0
+            ids[j, n:] = 1  # pad id for RoBERTa, plain token elsewhere; masked either way
+        ids[:, 0] = 0
+        out.append({"input_ids": ids, "attention_mask": mask,
+                    "labels": torch.randint(0, labels, (batch,), generator=g)})
+    return out
+
+
+def families():
+    from optin.adapters import ADAPTERS
+
+    return sorted({cls.model_types[0] for cls in ADAPTERS.values()})
+
+
+@pytest.fixture(params=families())
+def family(request):
+    return request.param
+
+
+WORDS = ("good great fine bad awful dull film movie plot actor scene story funny boring long short "
+         "the a is was and but not very").split()
+
+
+def write_tiny_folder(path, model_type: str, seed: int = 0):
+    """A tiny classifier saved as a Hugging Face folder, with a WordPiece tokenizer over WORDS."""
+    from transformers import BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(vocab))
+    model = tiny_model(model_type, seed)
+    model.config.pad_token_id = 0
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def write_tiny_csv(path, n=60, labels=3, seed=0):
+    import csv
+    import random
+
+    rng = random.Random(seed)
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["text", "label"])
+        for _ in range(n):
+            w.writerow([" ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))), rng.randrange(labels)])
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {f: write_tiny_folder(root / f, f) for f in families()}
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory):
+    return write_tiny_csv(tmp_path_factory.mktemp("data") / "tiny.csv")
