@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 OUT     ?= runs/demo
 
-.PHONY: install demo test test-fast bench bench-quick clean docker-cpu docker-gpu
+.PHONY: install demo test test-fast bench bench-quick bench-speed clean docker-cpu docker-gpu
 
 # torch is pinned first to the CPU build on local disk, so nothing later pulls a multi-GB CUDA build.
 $(STAMP): pyproject.toml
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/optin prune minilm-rt --data rotten-tomatoes --flops 0.6 --out $(OUT)
+	$(BIN)/optin run minilm-rt --data rotten-tomatoes --flops 0.6 --backend onnxruntime --batch 8 --seq 64 --min-speedup 1.3 --out $(OUT)
 
 test: install
 	$(BIN)/python -m pytest -q -rs tests
@@ -33,6 +33,15 @@ bench: install
 
 bench-quick: install
 	$(BIN)/python bench/accuracy_vs_macs.py --quick
+
+bench-speed: install
+	$(BIN)/python bench/speed_ort.py
+
+docker-cpu:
+	docker build -f docker/Dockerfile.cpu -t optin:cpu .
+
+docker-gpu:
+	docker build -f docker/Dockerfile.gpu -t optin:gpu .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

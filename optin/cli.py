@@ -25,6 +25,12 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", default="normalized", help="trajectory combination: normalized, sum, mean, final")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on at most N test examples")
     p.add_argument("--no-fvcore", action="store_true", help="skip the fvcore MAC cross-check")
+    p.add_argument("--latency-target", type=float, default=None,
+                   help="re-tune the mask until the measured speedup over dense reaches X (replaces --flops)")
+    p.add_argument("--backend", default="onnxruntime", help="backend the latency is measured on")
+    p.add_argument("--batch", type=int, default=8, help="deployment batch size (latency)")
+    p.add_argument("--seq", type=int, default=None, help="deployment sequence length (default: --max-length)")
+    p.add_argument("--retune-rounds", type=int, default=4, help="at most N measure-and-tighten rounds")
 
 
 def _prune_config(a):
@@ -36,11 +42,28 @@ def _prune_config(a):
                        score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth))
 
 
+def _latency_target(a):
+    from .retune import LatencyTarget
+
+    if a.latency_target is None:
+        return None
+    return LatencyTarget(a.latency_target, a.backend, a.batch, a.seq or a.max_length or 64, a.retune_rounds)
+
+
 def cmd_prune(a) -> int:
     from .prune import prune
 
-    prune(a.model, a.data, a.out, _prune_config(a))
+    prune(a.model, a.data, a.out, _prune_config(a), latency=_latency_target(a))
     return 0
+
+
+def cmd_run(a) -> int:
+    from .run import RunConfig, run
+
+    rep = run(a.model, a.data, a.out, _prune_config(a),
+              RunConfig(backend=a.backend, batch=a.batch, seq=a.seq, iters=a.iters, min_speedup=a.min_speedup,
+                        latency_target=a.latency_target, retune_rounds=a.retune_rounds))
+    return 1 if rep["gate"] is not None and not rep["gate"]["passed"] else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="score units, search a mask under a MAC budget, narrow the model")
     _add_prune_args(p)
     p.set_defaults(func=cmd_prune)
+    p = sub.add_parser("run", help="prune → export → engine → profile against dense → gate, in one folder")
+    _add_prune_args(p)
+    p.add_argument("--iters", type=int, default=200, help="timed iterations per model")
+    p.add_argument("--min-speedup", type=float, default=None, help="gate threshold (default: --latency-target)")
+    p.set_defaults(func=cmd_run)
+    from .deploy_cli import add_commands
+
+    add_commands(sub)
     return ap
 
 

@@ -99,7 +99,10 @@ def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print):
     return path, model, tok, adapter, max_len, calib_b, test_b, ds
 
 
-def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneConfig(), log=print) -> dict:
+def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneConfig(), latency=None,
+          log=print) -> dict:
+    """latency: an optin.retune.LatencyTarget; then the mask is searched under measured latency
+    (the MAC budget is not used, and the report gives the MAC ratio reached)."""
     from .evaluate import accuracy
     from .importance import get_method
     from .io import save_pruned, staged_dir, write_json
@@ -116,17 +119,25 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     path, model, tok, adapter, seq, calib_b, test_b, ds = prepare(model_spec, data_spec, cfg, log)
     dims = adapter.dims()
     costs = cost_model_for(adapter, seq)
-    dense_macs = costs.total([dims.num_heads] * dims.num_layers, [dims.ffn_size] * dims.num_layers)
+    dense_macs = int(costs.total([dims.num_heads] * dims.num_layers, [dims.ffn_size] * dims.num_layers))
 
     acc_dense = accuracy(model, test_b, "dense accuracy")
     t1 = time.time()
     scores = method(adapter, calib_b, cfg.score)
     t2 = time.time()
-    res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, cfg.align)
+    extra = {"seq_len": seq, "max_length": seq, "source": path, "data": data_spec}
+    retune = None
+    c_type = model.config.model_type
+    if latency is None:
+        res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, cfg.align)
+        spec = PruneSpec.from_masks(c_type, res.head_mask, res.neuron_mask)
+    else:
+        from .retune import latency_search
+
+        spec, retune = latency_search(scores, adapter, tok, path, latency, extra, cfg.align, log=log)
     t3 = time.time()
-    spec = PruneSpec.from_masks(c_type := model.config.model_type, res.head_mask, res.neuron_mask)
     narrow(adapter, spec)
-    pruned_macs = costs.total(spec.kept_heads, spec.kept_neurons)
+    pruned_macs = int(costs.total(spec.kept_heads, spec.kept_neurons))
     acc_pruned = accuracy(model, test_b, "pruned accuracy")
 
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
@@ -140,21 +151,20 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     t4 = time.time()
     report = {
         "command": "prune", "model": model_spec, "model_path": path, "model_type": c_type, "data": data_spec,
-        "method": cfg.method, "budget": cfg.flops, "macs": macs,
+        "method": cfg.method, "budget": None if latency else cfg.flops, "macs": macs,
         "accuracy": {"dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"],
                      "dense_ci95": acc_dense["ci95"], "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"]},
         "kept": {"heads": spec.kept_heads, "neurons": spec.kept_neurons,
                  "dense_heads": dims.num_heads, "dense_neurons": dims.ffn_size},
         "seconds": {"scoring": t2 - t1, "search": t3 - t2, "total": t4 - t0},
         "seed": cfg.seed, "config": _config_dict(cfg), "calibration_examples": sum(len(b["labels"]) for b in calib_b),
-        "scoring": {k: v for k, v in scores.meta.items() if k != "raw"},
+        "scoring": {k: v for k, v in scores.meta.items() if k != "raw"}, "retune": retune,
         "versions": versions(),
     }
     with staged_dir(out) as tmp:
-        save_pruned(model, tok, spec, tmp, extra={"seq_len": seq, "max_length": seq, "source": path,
-                                                  "data": data_spec})
+        save_pruned(model, tok, spec, tmp, extra=extra)
         kept_widths(spec, os.path.join(tmp, "kept_widths.png"),
-                    f"{model_spec} @ {cfg.flops:.2f} MACs ({cfg.method}): kept units per layer")
+                    f"{model_spec} @ {macs['ratio']:.2f} MACs ({cfg.method}): kept units per layer")
         write_json(os.path.join(tmp, "report.json"), report)
     log(summary(report))
     return report
@@ -168,7 +178,8 @@ def _config_dict(cfg: PruneConfig) -> dict:
 
 def summary(r: dict) -> str:
     a, m = r["accuracy"], r["macs"]
-    return (f"optin prune: {r['model']} {r['method']} @ {r['budget']:.2f}: "
+    goal = f"{r['budget']:.2f}" if r["budget"] else f"{r['retune']['target']:.2f}x latency"
+    return (f"optin prune: {r['model']} {r['method']} @ {goal}: "
             f"MACs {m['dense'] / 1e6:.1f}M → {m['pruned'] / 1e6:.1f}M ({m['ratio']:.1%}, seq {m['seq_len']}); "
             f"accuracy {a['dense']:.2%} → {a['pruned']:.2%} (±{a['pruned_ci95']:.1%}, n={a['test_examples']}); "
             f"heads {r['kept']['heads']} neurons {r['kept']['neurons']}; {r['seconds']['total']:.0f} s")

@@ -13,16 +13,15 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class CostModel:
-    """Linear MAC cost of one example: fixed + Σ_layers heads·per_head + neurons·per_neuron."""
+    """Linear cost of one example (MACs, or ms for a latency model): fixed + Σ_layers heads·per_head + neurons·per_neuron."""
 
     per_head: tuple[float, ...]
     per_neuron: tuple[float, ...]
     fixed: float
     seq_len: int
 
-    def total(self, heads, neurons) -> int:
-        return int(round(self.fixed + sum(h * a + n * b for h, n, a, b in
-                                          zip(heads, neurons, self.per_head, self.per_neuron))))
+    def total(self, heads, neurons) -> float:
+        return self.fixed + sum(h * a + n * b for h, n, a, b in zip(heads, neurons, self.per_head, self.per_neuron))
 
 
 def mac_cost_model(num_layers: int, hidden: int, head_dim: int, seq_len: int, fixed: int) -> CostModel:

@@ -1,0 +1,105 @@
+"""Engine backends, registered by name: `build_engine(DIR, backend, cfg)` → DIR/engine/ + DIR/engine.json.
+
+A backend is a small class with `build(onnx_file, out_dir, cfg, loaded) -> manifest` and
+`open(model_dir, cfg) -> session`; a session binds inputs once (`bind`) and runs them (`run`),
+which is all that parity checks and profiling/latency need. Backends import their runtime
+(onnxruntime, tensorrt) inside their methods, so a missing runtime fails only when used.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass
+
+from optin.errors import BadInput, OptinError
+
+BACKENDS: dict[str, type] = {}
+
+
+class EngineBuildError(OptinError):
+    """The runtime refused the model (parser or builder errors, listed in the message)."""
+
+
+def register(cls):
+    BACKENDS[cls.name] = cls
+    return cls
+
+
+def get_backend(name: str):
+    if name not in BACKENDS:
+        raise BadInput(f"unknown engine backend {name!r}; known: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[name]()
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    provider: str = "cpu"               # onnxruntime: cpu, cuda, tensorrt
+    level: str = "all"                  # onnxruntime graph optimization: disable, basic, extended, all
+    threads: int | None = None          # onnxruntime intra-op threads (None: ORT's default)
+    spin: bool = False                  # onnxruntime busy-waiting threads: off, see ort.make_session
+    fp16: bool = False
+    int8: bool = False
+    min_shape: tuple[int, int] = (1, 8)     # (batch, seq) of the TensorRT optimization profile
+    opt_shape: tuple[int, int] = (8, 64)
+    max_shape: tuple[int, int] = (32, 128)
+    workspace_mib: int = 2048
+    calib_samples: int = 256            # INT8 calibration snippets
+    onnx_file: str = "model.onnx"
+    tol: float | None = None            # parity overrides (None: the backend's default for the precision)
+    min_agreement: float | None = None
+
+    def check(self) -> None:
+        lo, mid, hi = self.min_shape, self.opt_shape, self.max_shape
+        if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)) or min(lo) < 1:
+            raise BadInput(f"shapes must satisfy 1 <= min <= opt <= max per axis (batch x seq), got "
+                           f"min {_bxs(lo)}, opt {_bxs(mid)}, max {_bxs(hi)}")
+
+
+def _bxs(s) -> str:
+    return f"{s[0]}x{s[1]}"
+
+
+def parse_shape(text: str) -> tuple[int, int]:
+    """'8x64' → (8, 64): batch x sequence length."""
+    try:
+        b, s = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise BadInput(f"shape {text!r} must be BATCHxSEQ, e.g. 8x64") from None
+    return b, s
+
+
+def build_engine(model_dir: str, backend: str, cfg: EngineConfig = EngineConfig(), log=print) -> dict:
+    """Export (if needed) → build with the backend → parity against PyTorch → DIR/engine.json."""
+    from optin.io import staged_dir, write_json
+    from optin.report import versions
+
+    from ..onnx import ensure_onnx
+    from ..samples import load
+
+    cfg.check()
+    be = get_backend(backend)
+    be.available(cfg)                   # MissingDependency before any work
+    onnx_file = ensure_onnx(model_dir, cfg.onnx_file, log=log)
+    loaded = load(model_dir, log=log)
+    t0 = time.time()
+    engine_dir = os.path.join(model_dir, "engine")
+    with staged_dir(engine_dir) as tmp:
+        manifest = be.build(onnx_file, tmp, cfg, loaded, log=log)
+        write_json(os.path.join(tmp, "manifest.json"), manifest)
+    report = {"command": "engine", "backend": backend, "engine_dir": "engine", "config": asdict(cfg),
+              **manifest, "seconds": time.time() - t0, "versions": versions()}
+    write_json(os.path.join(model_dir, "engine.json"), report)
+    log(summary(report))
+    return report
+
+
+def summary(r: dict) -> str:
+    p = r.get("parity", {})
+    return (f"optin engine: {r['backend']} {r.get('precision', 'fp32')} on {', '.join(r.get('providers', [])) or '?'}; "
+            f"parity max_abs_diff {p.get('max_abs_diff', float('nan')):.2e}, agreement {p.get('agreement', 0):.3f} "
+            f"({p.get('samples', 0)} samples); {r['seconds']:.1f} s")
+
+
+# Register the built-in backends (their runtimes are imported lazily inside).
+from . import ort as _ort  # noqa: E402,F401
+from . import trt as _trt  # noqa: E402,F401

@@ -1,0 +1,71 @@
+"""Parity of a deployed artifact (ONNX file, engine) against the PyTorch model it came from.
+
+Generic: `run(batch) -> {output name: array}` is any backend. Every output is compared on every
+batch; all mismatches are collected before one ParityError with a per-output line is raised.
+Parity fails hard by default: a deployed model that disagrees with its source is a bug.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from optin.errors import ParityError
+
+TOL = 1e-4
+MIN_AGREEMENT = 0.999
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    atol: float = TOL
+    min_agreement: float = MIN_AGREEMENT   # fraction of samples whose argmax (predicted class) matches
+
+
+def reference(model, batches) -> list[dict]:
+    with torch.inference_mode():
+        return [{"logits": model(**b).logits.float().numpy()} for b in batches]
+
+
+def measure_parity(ref: list[dict], run, batches) -> dict:
+    """{"max_abs_diff", "agreement", "samples", "outputs": {name: max diff}} over all batches."""
+    diffs: dict[str, float] = {}
+    agree = total = 0
+    for want, b in zip(ref, batches):
+        got = run(b)
+        for name, w in want.items():
+            g = np.asarray(got[name], dtype=np.float32)
+            if g.shape != w.shape:
+                raise ParityError(f"output {name!r} has shape {g.shape}, the PyTorch model gives {w.shape}")
+            d = float(np.max(np.abs(g - w))) if w.size else 0.0
+            diffs[name] = max(diffs.get(name, 0.0), d if np.isfinite(d) else float("inf"))
+        agree += int((got["logits"].argmax(-1) == want["logits"].argmax(-1)).sum())
+        total += len(want["logits"])
+    return {"max_abs_diff": max(diffs.values()), "agreement": agree / max(total, 1), "samples": total,
+            "outputs": diffs}
+
+
+def check(parity: dict, tol: Tolerance, what: str) -> None:
+    """Raise one ParityError line listing every output's max diff against its tolerance."""
+    bad = [f"{k} max_abs_diff {v:.2e} > tol {tol.atol:.0e}" for k, v in parity["outputs"].items() if not v <= tol.atol]
+    if parity["agreement"] < tol.min_agreement:
+        bad.append(f"argmax agreement {parity['agreement']:.4f} < {tol.min_agreement}")
+    if bad:
+        raise ParityError(f"{what} disagrees with the PyTorch model on {parity['samples']} samples: "
+                          + "; ".join(bad))
+
+
+def verify(loaded, run, what: str, tol: Tolerance = Tolerance(), samples: int = 64, data: str | None = None,
+           shape_limits=None) -> dict:
+    """Parity of `run` against `loaded.model` on real calibration samples (random tokens if the
+    data cannot be loaded, said in "source"); raises ParityError beyond `tol`.
+    shape_limits ((min batch, min seq), (max batch, max seq)) keeps batches inside an engine's profile."""
+    from .samples import parity_batches
+
+    batches, source = parity_batches(loaded, n=samples, data=data, limits=shape_limits)
+    parity = measure_parity(reference(loaded.model, batches), run, batches)
+    parity["source"] = source
+    parity["tolerance"] = {"atol": tol.atol, "min_agreement": tol.min_agreement}
+    check(parity, tol, what)
+    return parity

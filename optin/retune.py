@@ -1,0 +1,98 @@
+"""Latency re-tune: search the mask under a *measured* latency budget instead of a MAC budget.
+
+1. A latency table of the backend at the deployment shape (profiling.latency_table: one block's
+   attention by kept heads and FFN by kept neurons) gives per-unit costs in milliseconds.
+2. The mask search (optin.search, unchanged) keeps the most important units whose predicted
+   latency is at most dense / target.
+3. The narrowed model is exported and measured against the dense one, interleaved. If the
+   measured speedup falls short, the predicted budget is tightened by measured / target and the
+   search runs again, for at most `rounds` rounds. Every round goes into the report.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+from .errors import BadInput
+
+
+@dataclass(frozen=True)
+class LatencyTarget:
+    speedup: float          # wanted speedup over dense on `backend` at batch × seq
+    backend: str = "onnxruntime"
+    batch: int = 8
+    seq: int = 64
+    rounds: int = 4
+    iters: int = 100
+
+    def check(self) -> None:
+        if self.speedup <= 1.0:
+            raise BadInput(f"--latency-target is a speedup over dense and must exceed 1, got {self.speedup}")
+        if self.rounds < 1:
+            raise BadInput("--retune-rounds must be at least 1")
+
+
+def _measure(spec, dense_model, adapter_cls, tok, dense_dir, work, target: LatencyTarget, extra, log):
+    """Narrow a copy to spec, save, export, profile against the exported dense model."""
+    import copy
+
+    from export.onnx import export_onnx
+    from profiling.latency import ProfileConfig, profile
+
+    from .io import save_pruned
+    from .narrow import narrow
+
+    model = copy.deepcopy(dense_model)
+    narrow(adapter_cls(model), spec)
+    d = tempfile.mkdtemp(prefix="round-", dir=work)
+    save_pruned(model, tok, spec, d, extra=extra)
+    export_onnx(d, log=lambda *_: None)
+    rep = profile(d, ProfileConfig(backend=target.backend, batch=target.batch, seq=target.seq,
+                                   iters=target.iters, warmup=10, against=dense_dir), log=lambda *_: None)
+    return rep
+
+
+def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget, extra: dict, align: int = 1,
+                   log=print):
+    """Returns (spec, rounds). Rounds: predicted and measured speedups, kept units, MAC ratio."""
+    from export.onnx import export_onnx
+    from profiling.latency_table import block_table, latency_cost_model
+
+    from .prune import cost_model_for
+    from .search import search
+    from .spec import PruneSpec
+
+    target.check()
+    d = adapter.dims()
+    log(f"optin retune: latency table on {target.backend} at batch {target.batch} × seq {target.seq}")
+    table = block_table(d.hidden, d.head_dim, d.num_heads, d.ffn_size, target.batch, target.seq)
+    lat = latency_cost_model(table, d.num_layers)
+    macs = cost_model_for(adapter, target.seq)
+    full = ([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers)
+    rounds, specs = [], []
+    goal = target.speedup
+    with tempfile.TemporaryDirectory(prefix="optin-retune-") as work:
+        dense_dir = os.path.join(work, "dense")
+        export_onnx(source_path, out_dir=dense_dir, data=extra.get("data"), log=lambda *_: None)
+        for r in range(target.rounds):
+            res = search(scores.heads, scores.neurons, lat, lat.total(*full) / goal, align)
+            spec = PruneSpec.from_masks(adapter.config.model_type, res.head_mask, res.neuron_mask)
+            rep = _measure(spec, adapter.model, type(adapter), tok, dense_dir, work, target, extra, log)
+            measured = rep["speedup"]["measured"]
+            row = {"round": r + 1, "goal": goal, "predicted_speedup": lat.total(*full) / res.cost,
+                   "measured_speedup": measured, "cv": rep["cv"], "dense_cv": rep["dense"]["cv"],
+                   "mac_ratio": macs.total(spec.kept_heads, spec.kept_neurons) / macs.total(*full),
+                   "kept_heads": spec.kept_heads, "kept_neurons": spec.kept_neurons}
+            rounds.append(row)
+            log(f"optin retune: round {r + 1}: goal {goal:.2f}x predicted {row['predicted_speedup']:.2f}x "
+                f"measured {measured:.2f}x at {row['mac_ratio']:.1%} MACs")
+            specs.append(spec)
+            if measured >= target.speedup:
+                break
+            goal *= target.speedup / measured  # tighten by the shortfall and search again
+    # the round that met the target (the last one), else the fastest one measured
+    pick = max(range(len(rounds)), key=lambda i: rounds[i]["measured_speedup"])
+    best = (specs[pick], rounds[pick]["measured_speedup"])
+    return best[0], {"target": target.speedup, "met": best[1] >= target.speedup, "measured": best[1],
+                     "table": table, "rounds": rounds}

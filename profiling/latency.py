@@ -1,0 +1,366 @@
+"""Latency of a deployed model, and its speedup over the dense one, measured honestly.
+
+Runners (ONNX Runtime session, TensorRT execution context, torch eager model) share two calls:
+`bind(inputs)` once, `run()` per iteration; `measure()` times one, `compare()` times two
+interleaved in one process, alternating which goes first each iteration (A B, B A, …), so
+that drift and the neighbours' load on a shared machine hit both alike. Never gate on an
+absolute time measured on a shared machine: gate on the ratio.
+Inputs are real token ids, every row exactly `seq` long and fully attended.
+speedup.measured = median_dense / median_pruned; mac_implied = MACs_dense / MACs_pruned
+(profiling.macs, 1 MAC = one multiply-add); flop_efficiency = measured / mac_implied.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from optin.errors import BadInput
+
+CV_WARN = 0.1
+BACKENDS = ("onnxruntime", "tensorrt", "torch")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    backend: str = "onnxruntime"
+    batch: int = 8
+    seq: int = 64
+    iters: int = 200
+    warmup: int = 20
+    against: str | None = None                 # dense model (zoo name, HF folder) or another model folder
+    sweep_batch: tuple[int, ...] = ()
+    sweep_seq: tuple[int, ...] = ()
+    engine: object = None                      # export.engines.EngineConfig (None: its defaults)
+
+    def check(self) -> None:
+        if self.backend not in BACKENDS:
+            raise BadInput(f"unknown backend {self.backend!r}; known: {', '.join(BACKENDS)}")
+        if self.batch < 1 or self.seq < 2 or any(b < 1 for b in self.sweep_batch) or any(s < 2 for s in self.sweep_seq):
+            raise BadInput("--batch must be >= 1 and --seq >= 2 (also in sweeps)")
+        if self.iters < 10 or self.warmup < 0:
+            raise BadInput(f"--iters must be >= 10 for percentiles to mean anything, got {self.iters}")
+
+
+# --- runners ---------------------------------------------------------------------------------
+class TorchRunner:
+    """The eager PyTorch model, for reference timings (CPU, or CUDA when the model is there)."""
+
+    def __init__(self, model, threads: int | None = None):
+        import torch
+
+        if threads:  # torch's OpenMP pool, like ORT's spinning threads, collapses on a busy shared CPU
+            torch.set_num_threads(threads)
+        self.torch, self.model = torch, model.eval()
+        self.device = next(model.parameters()).device
+        self.providers = [f"torch-{self.device.type}"]
+        self._inputs = None
+
+    def bind(self, batch: dict) -> None:
+        self._inputs = {k: v.to(self.device) for k, v in batch.items()}
+
+    def run(self) -> None:
+        with self.torch.inference_mode():
+            self.model(**self._inputs)
+        if self.device.type == "cuda":
+            self.torch.cuda.synchronize()
+
+
+def open_runner(backend: str, model_dir: str, engine_cfg, loaded=None, log=print):
+    """A runner for the model in model_dir; TensorRT and ORT come from export.engines (imported there)."""
+    if backend == "torch":
+        from export.samples import load
+
+        return TorchRunner((loaded or load(model_dir, log=log)).model, engine_cfg.threads)
+    from export.engines import get_backend
+    from export.onnx import ensure_onnx
+
+    if backend == "onnxruntime":
+        ensure_onnx(model_dir, engine_cfg.onnx_file, log=log)
+    return get_backend(backend).open(model_dir, engine_cfg)
+
+
+# --- timing ----------------------------------------------------------------------------------
+def stats(times_s, batch: int) -> dict:
+    t = np.asarray(times_s) * 1e3
+    med = float(np.median(t))
+    cv = float(np.std(t) / np.mean(t))
+    return {"latency_ms": {"median": med, "p90": float(np.percentile(t, 90)), "p99": float(np.percentile(t, 99)),
+                           "mean": float(np.mean(t)), "min": float(np.min(t))},
+            "throughput": batch / (med / 1e3), "cv": cv, "unstable": cv > CV_WARN, "iters": len(t)}
+
+
+def _timed(runner) -> float:
+    t0 = time.perf_counter()
+    runner.run()
+    return time.perf_counter() - t0
+
+
+def measure(runner, inputs: dict, iters: int = 200, warmup: int = 20) -> dict:
+    """Bind once, warm up, time `iters` runs; stats in ms, throughput in examples/s."""
+    runner.bind(inputs)
+    for _ in range(warmup):
+        runner.run()
+    times = [_timed(runner) for _ in range(iters)]
+    return stats(times, len(inputs["input_ids"])) | {"times_ms": [x * 1e3 for x in times]}
+
+
+def compare(a, b, inputs: dict, iters: int = 200, warmup: int = 20) -> dict:
+    """Time a (dense) and b (pruned) interleaved; speedup = median_a / median_b."""
+    a.bind(inputs)
+    b.bind(inputs)
+    for _ in range(warmup):
+        a.run()
+        b.run()
+    ta, tb = [], []
+    for i in range(iters):
+        first, second = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
+        first[1].append(_timed(first[0]))
+        second[1].append(_timed(second[0]))
+    n = len(inputs["input_ids"])
+    sa, sb = stats(ta, n), stats(tb, n)
+    sa["times_ms"], sb["times_ms"] = [x * 1e3 for x in ta], [x * 1e3 for x in tb]
+    return {"a": sa, "b": sb, "speedup": sa["latency_ms"]["median"] / sb["latency_ms"]["median"]}
+
+
+# --- MACs --------------------------------------------------------------------------------------
+def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
+    """MACs per example at seq tokens: report.json's count when it was made at this length,
+    else the analytic count (profiling.macs) from config.json and spec.json."""
+    import torch
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from optin.adapters import adapter_for
+    from optin.io import read_json
+    from optin.prune import cost_model_for
+    from optin.spec import PruneSpec
+
+    rep = read_json(os.path.join(model_dir, "report.json"), {}) or {}
+    macs = rep.get("macs") or {}
+    if macs.get("seq_len") == seq and "pruned" in macs:
+        return int(macs["pruned"]), "report.json"
+    src = model_dir
+    exp = read_json(os.path.join(model_dir, "export.json"))
+    if exp and not os.path.exists(os.path.join(model_dir, "config.json")):
+        src = exp["source"]
+    elif not os.path.isdir(model_dir):
+        from optin.zoo import resolve_model
+
+        src = resolve_model(model_dir)
+    with torch.device("meta"):  # shapes only: no weights are allocated
+        adapter = adapter_for(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(src)))
+    d, costs = adapter.dims(), cost_model_for(adapter, seq)
+    spec_file = os.path.join(model_dir, "spec.json")
+    if os.path.exists(spec_file):
+        spec = PruneSpec.from_json(open(spec_file).read())
+        return int(round(costs.total(spec.kept_heads, spec.kept_neurons))), "analytic (spec.json)"
+    return int(round(costs.total([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers))), "analytic (dense)"
+
+
+# --- the `optin profile` command -----------------------------------------------------------------
+def _dense_dir(model_dir: str, against: str, cfg: ProfileConfig, data: str | None, log) -> str:
+    """The comparison model's folder: another model folder as is, else a dense model exported
+    (and, for TensorRT, built with the same engine settings) into DIR/dense/ once."""
+    from export.onnx import export_onnx
+    from export.samples import is_pruned, source_id
+    from optin.io import read_json
+    from optin.zoo import resolve_model
+
+    if os.path.isdir(against) and (is_pruned(against) or os.path.exists(os.path.join(against, "export.json"))):
+        return against
+    src = source_id(resolve_model(against, log=log))
+    if cfg.backend == "torch":
+        return src  # eager PyTorch needs no exported artifact
+    out = os.path.join(model_dir, "dense")
+    exp = read_json(os.path.join(out, "export.json"))
+    onnx_file = cfg.engine.onnx_file
+    if not (exp and exp.get("source") == src and os.path.exists(os.path.join(out, onnx_file))):
+        log(f"optin profile: exporting the dense model {against} into {out}")
+        export_onnx(src, out_dir=out, data=data, optimize=onnx_file == "model.opt.onnx", log=log)
+    if cfg.backend == "tensorrt" and not os.path.exists(os.path.join(out, "engine", "engine.plan")):
+        from export.engines import build_engine
+
+        build_engine(out, "tensorrt", cfg.engine, log=log)
+    return out
+
+
+def _engine_cfg(model_dir: str, cfg: ProfileConfig):
+    """The engine settings: those the engine was built with (engine.json) for TensorRT, else cfg's."""
+    from export.engines import EngineConfig
+    from optin.io import read_json
+
+    ecfg = cfg.engine or EngineConfig()
+    built = read_json(os.path.join(model_dir, "engine.json"))
+    if cfg.backend == "tensorrt" and built and built.get("backend") == "tensorrt":
+        c = built["config"]
+        ecfg = replace(ecfg, fp16=c["fp16"], int8=c["int8"], min_shape=tuple(c["min_shape"]),
+                       opt_shape=tuple(c["opt_shape"]), max_shape=tuple(c["max_shape"]))
+        for b, s in [(cfg.batch, cfg.seq), *[(x, cfg.seq) for x in cfg.sweep_batch], *[(cfg.batch, x) for x in cfg.sweep_seq]]:
+            if not all(lo <= v <= hi for v, lo, hi in zip((b, s), ecfg.min_shape, ecfg.max_shape)):
+                raise BadInput(f"shape {b}x{s} is outside the engine's profile {ecfg.min_shape}..{ecfg.max_shape}; "
+                               "rebuild it with `optin engine --min-shape/--max-shape`")
+    return ecfg
+
+
+def _measure_point(target, dense, loaded, batch, seq, cfg, data) -> tuple[dict, str]:
+    from export.samples import fixed_inputs
+
+    inputs, source = fixed_inputs(loaded, batch, seq, data)
+    if dense is None:
+        return {"b": measure(target, inputs, cfg.iters, cfg.warmup)}, source
+    return compare(dense, target, inputs, cfg.iters, cfg.warmup), source
+
+
+def _sweep(target, dense, loaded, cfg, data) -> list[dict]:
+    out = []
+    for b, s in [(x, cfg.seq) for x in cfg.sweep_batch] + [(cfg.batch, x) for x in cfg.sweep_seq]:
+        r, _ = _measure_point(target, dense, loaded, b, s, cfg, data)
+        p = {"batch": b, "seq": s, "median_ms": r["b"]["latency_ms"]["median"], "cv": r["b"]["cv"],
+             "throughput": r["b"]["throughput"]}
+        if dense is not None:
+            p |= {"dense_median_ms": r["a"]["latency_ms"]["median"], "speedup": r["speedup"]}
+        out.append(p)
+    return out
+
+
+@dataclass
+class Pair:
+    """What a profile measures: the target's runner, the dense one's (or None), and their inputs' source."""
+
+    cfg: ProfileConfig
+    loaded: object          # export.samples.Loaded of the target (tokenizer, data, config)
+    target: object
+    dense: object | None
+    dense_dir: str | None
+
+    @property
+    def data(self):
+        return self.loaded.meta.get("data")
+
+
+def open_pair(model_dir: str, cfg: ProfileConfig, log=print) -> Pair:
+    """Runners for DIR and, with cfg.against, for the dense model (exported into DIR/dense/ if needed)."""
+    from export.samples import load
+
+    cfg.check()
+    if not os.path.isdir(model_dir):
+        raise BadInput(f"{model_dir!r} is not a model folder; give the folder written by `optin prune`")
+    cfg = replace(cfg, engine=_engine_cfg(model_dir, cfg))
+    loaded = load(model_dir, log=log)
+    dense_dir = _dense_dir(model_dir, cfg.against, cfg, loaded.meta.get("data"), log) if cfg.against else None
+    target = open_runner(cfg.backend, model_dir, cfg.engine, loaded, log=log)
+    dense = open_runner(cfg.backend, dense_dir, _engine_cfg(dense_dir, cfg), log=log) if dense_dir else None
+    return Pair(cfg, loaded, target, dense, dense_dir)
+
+
+def profile(model_dir: str, cfg: ProfileConfig = ProfileConfig(), log=print) -> dict:
+    """Measure DIR (and the dense model with `against`), write DIR/profile.json and profile.png."""
+    from optin.io import write_json
+    from optin.report import versions
+
+    pair = open_pair(model_dir, cfg, log=log)
+    cfg, loaded, target, dense, dense_dir, data = pair.cfg, pair.loaded, pair.target, pair.dense, pair.dense_dir, pair.data
+    main, source = _measure_point(target, dense, loaded, cfg.batch, cfg.seq, cfg, data)
+    b = main["b"]
+    report = {"command": "profile", "backend": cfg.backend, "batch": cfg.batch, "seq": cfg.seq,
+              "latency_ms": b["latency_ms"], "throughput": b["throughput"], "cv": b["cv"],
+              "iters": cfg.iters, "warmup": cfg.warmup, "inputs": source, "providers": target.providers,
+              "session": _session_info(cfg), "warnings": []}
+    if b["unstable"]:
+        report["warnings"].append(f"pruned latency cv {b['cv']:.2f} > {CV_WARN}: noisy machine, widen --iters")
+    if dense is not None:
+        macs_d, src_d = model_macs(dense_dir, cfg.seq)
+        macs_p, src_p = model_macs(model_dir, cfg.seq)
+        implied = macs_d / macs_p
+        report["dense"] = {"model": cfg.against, "dir": dense_dir, "latency_ms": main["a"]["latency_ms"],
+                           "throughput": main["a"]["throughput"], "cv": main["a"]["cv"], "providers": dense.providers}
+        report["speedup"] = {"measured": main["speedup"], "mac_implied": implied,
+                             "flop_efficiency": main["speedup"] / implied, "interleaved": True}
+        report["macs"] = {"dense": macs_d, "pruned": macs_p, "seq_len": cfg.seq, "source": [src_d, src_p],
+                          "unit": "MACs per example (1 MAC = 1 multiply-add = 2 FLOPs)"}
+        if main["a"]["unstable"]:
+            report["warnings"].append(f"dense latency cv {main['a']['cv']:.2f} > {CV_WARN}: noisy machine")
+    report["sweep"] = _sweep(target, dense, loaded, cfg, data)
+    report["versions"] = versions() | (_gpu_versions() if cfg.backend == "tensorrt" else {})
+    _plot(report, main, os.path.join(model_dir, "profile.png"))
+    write_json(os.path.join(model_dir, "profile.json"), report)
+    log(summary(report))
+    return report
+
+
+def _session_info(cfg: ProfileConfig) -> dict:
+    e = cfg.engine
+    if cfg.backend == "onnxruntime":
+        return {"provider": e.provider, "graph_optimization_level": e.level, "intra_op_threads": e.threads,
+                "allow_spinning": e.spin, "onnx_file": e.onnx_file}
+    if cfg.backend == "tensorrt":
+        return {"precision": "int8" if e.int8 else "fp16" if e.fp16 else "fp32",
+                "min_shape": list(e.min_shape), "opt_shape": list(e.opt_shape), "max_shape": list(e.max_shape)}
+    return {"torch_threads": e.threads}
+
+
+def _gpu_versions() -> dict:
+    from export.engines.trt import gpu_versions
+
+    return gpu_versions()
+
+
+def _plot(report: dict, main: dict, path: str) -> None:
+    """Per-iteration latency at the main shape, then median latency over each sweep."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    here = {"batch": report["batch"], "seq": report["seq"], "median_ms": report["latency_ms"]["median"]}
+    if "dense" in report:
+        here["dense_median_ms"] = report["dense"]["latency_ms"]["median"]
+    sweeps = []
+    for key, fixed in (("batch", "seq"), ("seq", "batch")):
+        pts = [p for p in report["sweep"] if p[fixed] == report[fixed] and p[key] != report[key]]
+        if pts:
+            sweeps.append((key, fixed, sorted(pts + [here], key=lambda p: p[key])))
+    fig, axes = plt.subplots(1, 1 + len(sweeps), figsize=(5.5 * (1 + len(sweeps)), 3.6), squeeze=False)
+    ax = axes[0][0]
+    series = [("pruned", main["b"]["times_ms"])] + ([("dense", main["a"]["times_ms"])] if "a" in main else [])
+    for name, t in series:
+        ax.plot(t, lw=0.7, label=f"{name}: median {np.median(t):.2f} ms")
+    title = f"{report['backend']} batch {report['batch']} × seq {report['seq']}"
+    if "speedup" in report:
+        s = report["speedup"]
+        title += f": {s['measured']:.2f}x measured, {s['mac_implied']:.2f}x MAC-implied"
+    ax.set(xlabel="iteration (A/B interleaved)" if "a" in main else "iteration", ylabel="latency (ms)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    for ax, (key, fixed, pts) in zip(axes[0][1:], sweeps):
+        x = [p[key] for p in pts]
+        ax.plot(x, [p["median_ms"] for p in pts], "o-", label="pruned")
+        if "dense_median_ms" in here:
+            ax.plot(x, [p["dense_median_ms"] for p in pts], "s--", label="dense")
+            for p in pts:
+                ax.annotate(f"{p['dense_median_ms'] / p['median_ms']:.2f}x", (p[key], p["median_ms"]),
+                            textcoords="offset points", xytext=(0, -12), ha="center", fontsize=7)
+        ax.set(xscale="log", yscale="log", xlabel=key, ylabel="median latency (ms)")
+        ax.set_xticks(x, [str(v) for v in x])
+        ax.minorticks_off()
+        ax.set_title(f"{key} sweep ({fixed} {report[fixed]})", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(r: dict) -> str:
+    lat = r["latency_ms"]
+    s = (f"optin profile: {r['backend']} ({', '.join(r['providers'][:1])}) b{r['batch']}×s{r['seq']}: "
+         f"median {lat['median']:.2f} ms, p90 {lat['p90']:.2f}, p99 {lat['p99']:.2f}, {r['throughput']:.0f} ex/s, "
+         f"cv {r['cv']:.2f}")
+    if "speedup" in r:
+        sp = r["speedup"]
+        s += (f"; vs dense {r['dense']['latency_ms']['median']:.2f} ms: speedup {sp['measured']:.2f}x "
+              f"(MAC-implied {sp['mac_implied']:.2f}x, efficiency {sp['flop_efficiency']:.2f})")
+    if r["warnings"]:
+        s += f"; WARNING: {r['warnings'][0]}"
+    return s

@@ -1,0 +1,153 @@
+"""ONNX export and engines on tiny awkward models: parity, contract, failures that must be loud."""
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from conftest import tiny_batches, tiny_model, write_tiny_csv, write_tiny_folder
+from optin.adapters import adapter_for
+from optin.errors import BadInput, MissingDependency, ParityError
+from optin.io import save_pruned
+from optin.narrow import narrow
+from optin.spec import PruneSpec
+
+EXPORT_KEYS = {"opset", "exporter", "parity", "onnx_file", "versions"}
+
+
+def awkward_spec(model_type):
+    """Non-uniform heads, a layer with no heads, a layer with no neurons (as in test_adapters)."""
+    return PruneSpec(model_type, 4, 48, ((0, 2), (), (1, 2, 3)), (tuple(range(0, 48, 2)), tuple(range(10)), ()))
+
+
+def write_pruned(path, model_type, tokenizer=None, data=None):
+    model = tiny_model(model_type)
+    spec = awkward_spec(model_type)
+    narrow(adapter_for(model), spec)
+    save_pruned(model, tokenizer, spec, str(path), extra={"seq_len": 16, "max_length": 16, "data": data})
+    return path
+
+
+@pytest.fixture(scope="module")
+def bert_with_data(tmp_path_factory):
+    """A pruned tiny BERT with a tokenizer and a CSV: parity runs on real calibration text."""
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("bert_data")
+    dense = write_tiny_folder(root / "dense", "bert")
+    csv = write_tiny_csv(root / "data.csv")
+    return write_pruned(root / "pruned", "bert", AutoTokenizer.from_pretrained(dense), str(csv))
+
+
+def test_export_awkward_shapes(family, tmp_path):
+    from export.onnx import export_onnx
+
+    d = write_pruned(tmp_path / family, family)
+    rep = export_onnx(str(d), log=lambda s: None)
+    on_disk = json.loads((d / "export.json").read_text())
+    assert EXPORT_KEYS <= set(on_disk) and on_disk["opset"] == 17 and on_disk["exporter"] == "torchscript"
+    p = on_disk["parity"]
+    assert p["max_abs_diff"] <= 1e-5 and p["agreement"] == 1.0 and p["samples"] == 64
+    assert "random-token" in p["source"]  # no tokenizer in this folder: said, not hidden
+    assert rep["parity"]["max_abs_diff"] == p["max_abs_diff"]
+    graph = onnx.load(str(d / "model.onnx")).graph
+    names = [i.name for i in graph.input]
+    token_types = getattr(tiny_model(family).config, "type_vocab_size", 0) > 1  # real RoBERTa has 1, DistilBERT none
+    assert names == ["input_ids", "attention_mask"] + ["token_type_ids"] * token_types
+    assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", "sequence"]
+    # dynamic axes really are dynamic: a shape never seen at export time
+    b = tiny_batches(1, batch=5, seq=23)[0]
+    sess = ort.InferenceSession(str(d / "model.onnx"))
+    feeds = {"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
+    if token_types:
+        feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
+    from optin.io import load_pruned
+
+    with torch.no_grad():
+        want = load_pruned(str(d))(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    assert np.abs(sess.run(None, feeds)[0] - want).max() <= 1e-5
+    assert not list(d.glob(".*tmp"))
+
+
+def test_export_real_data_and_optimizer(bert_with_data):
+    from export.onnx import export_onnx
+
+    rep = export_onnx(str(bert_with_data), optimize=True, log=lambda s: None)
+    assert "calibration samples of" in rep["parity"]["source"]
+    opt = rep["optimized"]
+    assert (bert_with_data / "model.opt.onnx").exists()
+    assert opt["fused_operators"] and opt["parity"]["max_abs_diff"] <= 1e-5
+    # a plain re-export drops the optimised file, which would no longer match model.onnx
+    export_onnx(str(bert_with_data), log=lambda s: None)
+    assert not (bert_with_data / "model.opt.onnx").exists()
+
+
+def test_dynamo_exporter(tmp_path):
+    from export.onnx import export_onnx
+
+    d = write_pruned(tmp_path / "bert", "bert")
+    rep = export_onnx(str(d), dynamo=True, log=lambda s: None)
+    assert rep["exporter"] == "dynamo" and rep["opset"] == 18
+    assert rep["parity"]["max_abs_diff"] <= 1e-5
+    with pytest.raises(BadInput, match="opset 18 or newer"):
+        export_onnx(str(d), dynamo=True, opset=17, log=lambda s: None)
+
+
+def test_parity_error_on_corrupted_initializer(tmp_path):
+    from export.onnx import check_onnx, export_onnx
+
+    d = write_pruned(tmp_path / "bert", "bert")
+    export_onnx(str(d), log=lambda s: None)
+    model = onnx.load(str(d / "model.onnx"))
+    init = next(t for t in model.graph.initializer if "classifier" in t.name and "weight" in t.name)
+    w = onnx.numpy_helper.to_array(init).copy()
+    w[0] += 0.5
+    init.CopyFrom(onnx.numpy_helper.from_array(w, init.name))
+    onnx.save(model, str(d / "broken.onnx"))
+    with pytest.raises(ParityError) as e:
+        check_onnx(str(d), "broken.onnx", log=lambda s: None)
+    msg = str(e.value)
+    assert "\n" not in msg and "logits max_abs_diff" in msg and "> tol 1e-04" in msg
+    assert check_onnx(str(d), "model.onnx", log=lambda s: None)["max_abs_diff"] <= 1e-5
+
+
+def test_onnxruntime_engine_records_what_ran(bert_with_data):
+    from export.engines import EngineConfig, build_engine
+
+    rep = build_engine(str(bert_with_data), "onnxruntime", EngineConfig(threads=1), log=lambda s: None)
+    on_disk = json.loads((bert_with_data / "engine.json").read_text())
+    assert on_disk["providers"] == ["CPUExecutionProvider"] == rep["providers"]
+    assert on_disk["parity"]["max_abs_diff"] <= 1e-5
+    assert (bert_with_data / "engine" / "model.ort.onnx").exists()
+    assert (bert_with_data / "engine" / "manifest.json").exists()
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        with pytest.raises(MissingDependency, match="no CUDAExecutionProvider"):
+            build_engine(str(bert_with_data), "onnxruntime", EngineConfig(provider="cuda"), log=lambda s: None)
+        # the session itself: ORT falls back to the CPU silently; make_session says so
+        from export.engines.ort import make_session
+
+        with pytest.raises(MissingDependency, match="ran CPUExecutionProvider, not the requested CUDAExecutionProvider"):
+            make_session(str(bert_with_data / "model.onnx"), "cuda")
+
+
+def test_engine_errors_are_one_line(bert_with_data):
+    from export.engines import EngineConfig, build_engine, get_backend, parse_shape
+
+    with pytest.raises(BadInput, match="known: onnxruntime, tensorrt"):
+        get_backend("openvino")
+    with pytest.raises(BadInput, match="BATCHxSEQ"):
+        parse_shape("8-64")
+    with pytest.raises(BadInput, match="min <= opt <= max"):
+        build_engine(str(bert_with_data), "tensorrt", EngineConfig(opt_shape=(64, 64)), log=lambda s: None)
+    try:
+        import tensorrt  # noqa: F401
+
+        has_trt = torch.cuda.is_available()
+    except ImportError:
+        has_trt = False
+    if not has_trt:
+        with pytest.raises(MissingDependency) as e:
+            build_engine(str(bert_with_data), "tensorrt", log=lambda s: None)
+        assert "\n" not in str(e.value) and ("TensorRT" in str(e.value))
