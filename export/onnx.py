@@ -16,15 +16,11 @@ import warnings
 
 import torch
 
-from optin.errors import BadInput, OptinError
+from optin.errors import BadInput, ExportError
 
 from .parity import TOL, Tolerance, verify
 
 DEFAULT_OPSET = {False: 17, True: 18}   # keyed by dynamo
-
-
-class ExportError(OptinError):
-    """torch.onnx or the ORT optimizer failed; the message carries their first line."""
 
 
 class _Logits(torch.nn.Module):

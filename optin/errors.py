@@ -27,3 +27,11 @@ class ParityError(OptinError):
 
 class MissingDependency(OptinError):
     pass
+
+
+class ExportError(OptinError):
+    """torch.onnx.export or the ONNX Runtime optimizer failed."""
+
+
+class EngineBuildError(OptinError):
+    """The runtime refused the model (parser or builder errors, listed in the message)."""

@@ -14,7 +14,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 
-from .errors import BadInput
+from .errors import BadInput, InfeasibleBudget
 
 
 @dataclass(frozen=True)
@@ -72,6 +72,11 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
     full = ([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers)
     rounds, specs = [], []
     goal = target.speedup
+    ceiling = lat.total(*full) / lat.fixed  # everything prunable removed; the rest stays
+    if goal > ceiling:
+        raise InfeasibleBudget(f"latency target {goal:.2f}x is beyond what pruning heads and neurons can reach on "
+                               f"{target.backend} at batch {target.batch} × seq {target.seq}: the latency table "
+                               f"predicts at most {ceiling:.2f}x (block overheads stay); lower --latency-target")
     with tempfile.TemporaryDirectory(prefix="optin-retune-") as work:
         dense_dir = os.path.join(work, "dense")
         export_onnx(source_path, out_dir=dense_dir, data=extra.get("data"), log=lambda *_: None)
@@ -91,6 +96,8 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
             if measured >= target.speedup:
                 break
             goal *= target.speedup / measured  # tighten by the shortfall and search again
+            if goal >= ceiling:
+                break  # nothing left to prune in the latency model: report the shortfall
     # the round that met the target (the last one), else the fastest one measured
     pick = max(range(len(rounds)), key=lambda i: rounds[i]["measured_speedup"])
     best = (specs[pick], rounds[pick]["measured_speedup"])

@@ -274,7 +274,7 @@ def profile(model_dir: str, cfg: ProfileConfig = ProfileConfig(), log=print) -> 
         macs_d, src_d = model_macs(dense_dir, cfg.seq)
         macs_p, src_p = model_macs(model_dir, cfg.seq)
         implied = macs_d / macs_p
-        report["dense"] = {"model": cfg.against, "dir": dense_dir, "latency_ms": main["a"]["latency_ms"],
+        report["dense"] = {"model": cfg.against, "dir": _inside(dense_dir, model_dir), "latency_ms": main["a"]["latency_ms"],
                            "throughput": main["a"]["throughput"], "cv": main["a"]["cv"], "providers": dense.providers}
         report["speedup"] = {"measured": main["speedup"], "mac_implied": implied,
                              "flop_efficiency": main["speedup"] / implied, "interleaved": True}
@@ -288,6 +288,12 @@ def profile(model_dir: str, cfg: ProfileConfig = ProfileConfig(), log=print) -> 
     write_json(os.path.join(model_dir, "profile.json"), report)
     log(summary(report))
     return report
+
+
+def _inside(path: str, root: str) -> str:
+    """path relative to root when it lies inside it: the folder may be renamed after profiling."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    return path if rel.startswith("..") else rel
 
 
 def _session_info(cfg: ProfileConfig) -> dict:

@@ -11,13 +11,9 @@ import os
 import time
 from dataclasses import asdict, dataclass
 
-from optin.errors import BadInput, OptinError
+from optin.errors import BadInput, EngineBuildError  # noqa: F401  (re-exported for backends)
 
 BACKENDS: dict[str, type] = {}
-
-
-class EngineBuildError(OptinError):
-    """The runtime refused the model (parser or builder errors, listed in the message)."""
 
 
 def register(cls):
