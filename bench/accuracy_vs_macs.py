@@ -42,10 +42,14 @@ for name in a.methods.split(","):
         print(f"{name:10s} {b:.1f}  acc {acc['accuracy']:.4f} ±{acc['ci95']:.4f}  "
               f"scoring {t_score:6.1f}s search {t_search:.2f}s", flush=True)
 suffix = "_quick" if a.quick else ""
+out_json = os.path.join(RESULTS, f"accuracy_vs_macs{suffix}.json")
+if os.path.exists(out_json):  # keep the rows of methods not re-run this time
+    rerun = {r["method"] for r in rows}
+    rows = [r for r in json.load(open(out_json))["rows"] if r["method"] not in rerun] + rows
 res = {"model": "minilm-rt", "seq_len": 64, "test_examples": dense["n"], "dense": dense, "calibration": 128,
        "rows": rows, "versions": versions()}
 os.makedirs(RESULTS, exist_ok=True)
-with open(os.path.join(RESULTS, f"accuracy_vs_macs{suffix}.json"), "w") as fh:
+with open(out_json, "w") as fh:
     json.dump(res, fh, indent=1)
 plt = _plt()
 fig, ax = plt.subplots(figsize=(6.5, 4))

@@ -7,7 +7,6 @@ is missed returns exit code 1.
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -115,25 +114,3 @@ def add_commands(sub) -> None:
                    help="minimum measured / MAC-implied speedup (1.0: as fast as the MACs promise)")
     p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/gate.xml)")
     p.set_defaults(func=cmd_gate)
-
-
-def main(argv=None) -> int:
-    """`python -m optin.deploy_cli CMD ...`: these four commands alone, with optin.cli's error handling
-    (one line on stderr and exit 2 for an OptinError)."""
-    from .errors import OptinError
-
-    ap = argparse.ArgumentParser(prog="optin", description="OPTIN deploy: export, engine, profile, gate")
-    add_commands(ap.add_subparsers(dest="command", required=True))
-    a = ap.parse_args(argv)
-    try:
-        return a.func(a)
-    except OptinError as e:
-        print(f"optin {a.command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"optin {a.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,24 +8,29 @@ from . import Scores, register
 
 @register("magnitude")
 def magnitude(adapter, batches, cfg):
-    """Mean squared weight of each unit's slices (q/k/v rows and output columns of a head; the
-    FFN row and column of a neuron). A mean, not a sum, so heads and neurons share one scale."""
+    """Squared L2 norm of each unit's weights (q/k/v rows and output columns of a head; the FFN
+    row and column of a neuron). A sum, not a mean: a head holds ~2·d_h times a neuron's weights
+    and costs about as many times its MACs, so the global search weighs them fairly (a mean made
+    the search drop every head and collapse the model to the majority class)."""
     d = adapter.dims()
     heads = torch.zeros(d.num_layers, d.num_heads)
     neurons = torch.zeros(d.num_layers, d.ffn_size)
     with torch.no_grad():
         for i in range(d.num_layers):
             p = adapter.parts(i)
-            per_head = [w.view(d.num_heads, d.head_dim, -1).pow(2).mean((1, 2)) for w in (p.q.weight, p.k.weight, p.v.weight)]
-            per_head.append(p.o.weight.view(-1, d.num_heads, d.head_dim).pow(2).mean((0, 2)))
-            heads[i] = sum(per_head) / 4
-            neurons[i] = (p.ffn_in.weight.pow(2).mean(1) + p.ffn_out.weight.pow(2).mean(0)) / 2
+            per_head = [w.view(d.num_heads, d.head_dim, -1).pow(2).sum((1, 2)) for w in (p.q.weight, p.k.weight, p.v.weight)]
+            per_head.append(p.o.weight.view(-1, d.num_heads, d.head_dim).pow(2).sum((0, 2)))
+            heads[i] = sum(per_head)
+            neurons[i] = p.ffn_in.weight.pow(2).sum(1) + p.ffn_out.weight.pow(2).sum(0)
     return Scores(heads, neurons, {"method": "magnitude"})
 
 
 @register("random")
 def random_scores(adapter, batches, cfg):
+    """Uniform random scores, scaled by each unit's weight count (4·d·d_h for a head, 2·d for a
+    neuron) so that the search keeps heads and neurons in proportion to their cost; unscaled, it
+    would keep only the cheap neurons."""
     d = adapter.dims()
     g = torch.Generator().manual_seed(cfg.seed)
-    return Scores(torch.rand(d.num_layers, d.num_heads, generator=g),
-                  torch.rand(d.num_layers, d.ffn_size, generator=g), {"method": "random"})
+    return Scores(torch.rand(d.num_layers, d.num_heads, generator=g) * 4 * d.hidden * d.head_dim,
+                  torch.rand(d.num_layers, d.ffn_size, generator=g) * 2 * d.hidden, {"method": "random"})

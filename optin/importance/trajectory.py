@@ -29,7 +29,7 @@ from ..errors import BadInput
 from ..masking import mask_hooks
 from . import Scores, register
 
-DEPTH_MODES = ("normalized", "sum", "mean", "final")
+DEPTH_MODES = ("normalized", "anchored", "sum", "mean", "final")
 
 
 def _gram(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -96,8 +96,11 @@ def combine(md: torch.Tensor, kd: torch.Tensor, layer: torch.Tensor, depth: str,
     elif depth == "final":
         traj = md[:, -1]
     else:
-        scale = (md.sum(0) / reach.sum(0).clamp(min=1)).clamp(min=1e-12)  # mean distance at z
-        traj = (md / scale).sum(1) / n_reach
+        if depth == "normalized":  # mean distance at z over every candidate that reaches z
+            scale = md.sum(0) / reach.sum(0).clamp(min=1)
+        else:  # anchored: what the first layer's units, which reach every z, do there on average
+            scale = md[layer == layer.min()].mean(0)
+        traj = (md / scale.clamp(min=1e-12)).sum(1) / n_reach
         kd = kd / kd.mean().clamp(min=1e-12)
     return traj + lam * kd
 
