@@ -7,11 +7,11 @@ import torch
 TINY = dict(hidden=32, heads=4, layers=3, ffn=48, vocab=120, labels=3)
 
 
-def tiny_model(model_type: str, seed: int = 0, eager: bool = False):
+def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    t = TINY
+    t = {**TINY, **dims}
     if model_type == "distilbert":
         kw = dict(dim=t["hidden"], n_heads=t["heads"], n_layers=t["layers"], hidden_dim=t["ffn"])
     else:
@@ -55,7 +55,7 @@ WORDS = ("good great fine bad awful dull film movie plot actor scene story funny
          "the a is was and but not very").split()
 
 
-def write_tiny_folder(path, model_type: str, seed: int = 0):
+def write_tiny_folder(path, model_type: str, seed: int = 0, **dims):
     """A tiny classifier saved as a Hugging Face folder, with a WordPiece tokenizer over WORDS."""
     from transformers import BertTokenizerFast
 
@@ -63,7 +63,7 @@ def write_tiny_folder(path, model_type: str, seed: int = 0):
     vocab = path / "vocab.txt"
     vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
     tok = BertTokenizerFast(vocab_file=str(vocab))
-    model = tiny_model(model_type, seed)
+    model = tiny_model(model_type, seed, **dims)
     model.config.pad_token_id = 0
     model.save_pretrained(path)
     tok.save_pretrained(path)
