@@ -55,7 +55,7 @@ def cost_model_for(adapter, seq_len: int):
     return mac_cost_model(d.num_layers, d.hidden, d.head_dim, seq_len, adapter.head_macs())
 
 
-def fvcore_count(model, adapter, seq_len: int, ops=None) -> int:
+def fvcore_count(model, seq_len: int, ops=None) -> int:
     """fvcore on an eager-attention copy, batch 1, all tokens real."""
     from profiling.macs import fvcore_macs
 
@@ -136,6 +136,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
 
         spec, retune = latency_search(scores, adapter, tok, path, latency, extra, cfg.align, log=log)
     t3 = time.time()
+    fv_dense = fvcore_count(model, seq) if cfg.fvcore else None  # before narrowing, on a copy
     narrow(adapter, spec)
     pruned_macs = int(costs.total(spec.kept_heads, spec.kept_neurons))
     acc_pruned = accuracy(model, test_b, "pruned accuracy")
@@ -143,11 +144,8 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
             "unit": "MACs per example (1 MAC = 1 multiply-add = 2 FLOPs)"}
     if cfg.fvcore:
-        from .io import load_model
-
-        dense_model, _ = load_model(path)
-        macs["fvcore_dense"] = fvcore_count(dense_model, adapter, seq)
-        macs["fvcore_pruned"] = fvcore_count(model, adapter, seq)
+        macs["fvcore_dense"] = fv_dense
+        macs["fvcore_pruned"] = fvcore_count(model, seq)
     t4 = time.time()
     report = {
         "command": "prune", "model": model_spec, "model_path": path, "model_type": c_type, "data": data_spec,

@@ -104,7 +104,7 @@ def resolve_model(spec: str, log=print) -> str:
             raise BadInput(f"model folder {spec!r} has no config.json; give a Hugging Face model folder, "
                            f"a hub id, or a zoo name ({', '.join(ZOO)})")
         return spec
-    if os.path.sep in spec and not os.path.exists(spec) and spec.count("/") != 1 or spec.startswith((".", "/", "~")):
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:  # a path, not an "org/name" hub id
         raise BadInput(f"model {spec!r} does not exist; give a Hugging Face model folder, a hub id, "
                        f"or a zoo name ({', '.join(ZOO)})")
     return spec  # a hub id: transformers reports if it cannot be fetched
