@@ -72,7 +72,8 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
     full = ([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers)
     rounds, specs = [], []
     goal = target.speedup
-    ceiling = lat.total(*full) / lat.fixed  # everything prunable removed; the rest stays
+    # everything prunable removed, the rest stays (a fitted intercept ≤ 0 predicts no floor)
+    ceiling = lat.total(*full) / lat.fixed if lat.fixed > 0 else float("inf")
     if goal > ceiling:
         raise InfeasibleBudget(f"latency target {goal:.2f}x is beyond what pruning heads and neurons can reach on "
                                f"{target.backend} at batch {target.batch} × seq {target.seq}: the latency table "
