@@ -33,7 +33,7 @@ class LatencyTarget:
             raise BadInput("--retune-rounds must be at least 1")
 
 
-def _measure(spec, dense_model, adapter_cls, tok, dense_dir, work, target: LatencyTarget, extra, log):
+def _measure(spec, dense_model, adapter_cls, tok, dense_dir, work, target: LatencyTarget, extra):
     """Narrow a copy to spec, save, export, profile against the exported dense model."""
     import copy
 
@@ -55,7 +55,8 @@ def _measure(spec, dense_model, adapter_cls, tok, dense_dir, work, target: Laten
 
 def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget, extra: dict, align: int = 1,
                    log=print):
-    """Returns (spec, rounds). Rounds: predicted and measured speedups, kept units, MAC ratio."""
+    """Returns (spec, info): info holds the target, whether it was met, the latency table and every
+    round (goal, predicted and measured speedups, kept units, MAC ratio)."""
     from export.onnx import export_onnx
     from profiling.latency_table import block_table, latency_cost_model
 
@@ -84,7 +85,7 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
         for r in range(target.rounds):
             res = search(scores.heads, scores.neurons, lat, lat.total(*full) / goal, align)
             spec = PruneSpec.from_masks(adapter.config.model_type, res.head_mask, res.neuron_mask)
-            rep = _measure(spec, adapter.model, type(adapter), tok, dense_dir, work, target, extra, log)
+            rep = _measure(spec, adapter.model, type(adapter), tok, dense_dir, work, target, extra)
             measured = rep["speedup"]["measured"]
             row = {"round": r + 1, "goal": goal, "predicted_speedup": lat.total(*full) / res.cost,
                    "measured_speedup": measured, "cv": rep["cv"], "dense_cv": rep["dense"]["cv"],
