@@ -17,7 +17,19 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
+# Fashion-MNIST (vit-fmnist, --data fashion-mnist) is a Debian package, not a Python one: installed
+# here when missing and we are root; otherwise a message (its tests then skip).
+FMNIST := /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz
+
 install: $(STAMP)
+	@if [ ! -f $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist; }; \
+	  else \
+	    echo "optin: Fashion-MNIST is missing (needed by vit-fmnist): sudo apt-get install -y dataset-fashion-mnist"; \
+	  fi; \
+	fi
 
 demo: install
 	$(BIN)/optin run minilm-rt --data rotten-tomatoes --flops 0.6 --backend onnxruntime --batch 8 --seq 64 --min-speedup 1.3 --out $(OUT)
@@ -28,11 +40,30 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -rs -m "not slow" tests
 
-bench: install
-	$(BIN)/python bench/accuracy_vs_macs.py
+# Torch-Pruning baseline: --no-deps so pip cannot replace the pinned CPU torch.
+BENCH_DEPS := $(VENV)/.bench-deps
 
-bench-quick: install
+$(BENCH_DEPS): $(STAMP)
+	$(BIN)/pip install -q --no-deps torch-pruning==1.6.1
+	touch $(BENCH_DEPS)
+
+# Every number and plot in bench/README.md (hours on 2 cores; bench-quick is CI-sized).
+bench: install $(BENCH_DEPS)
+	$(BIN)/python bench/accuracy_vs_macs.py
+	$(BIN)/python bench/estimator.py
+	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/ablate_depth.py 0.4,0.5,0.6 normalized,sum,mean,final,anchored 0.1
+	$(BIN)/python bench/ablate_calib_group.py
+	$(BIN)/python bench/kwon.py
+	$(BIN)/python bench/tp_baseline.py
+	$(BIN)/python bench/speed_ort.py
+
+bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py --quick
+	$(BIN)/python bench/estimator.py --quick --probes 8
+	$(BIN)/python bench/ablate_calib_group.py --quick
+	$(BIN)/python bench/kwon.py --quick
+	$(BIN)/python bench/tp_baseline.py --quick
 
 bench-speed: install
 	$(BIN)/python bench/speed_ort.py

@@ -1,7 +1,7 @@
 """Accuracy vs MAC budget for every importance method on minilm-rt (masks = physical narrowing,
 proven equal in tests/unit/test_adapters.py), with scoring and search wall time.
 
-    python bench/accuracy_vs_macs.py [--quick] [--methods optin,fisher,magnitude,random]
+    python bench/accuracy_vs_macs.py [--quick] [--methods optin-est,optin,fisher,magnitude,random]
 
 Writes bench/results/accuracy_vs_macs.json and .png. --quick: 3 budgets, 1,000 test snippets."""
 import argparse
@@ -9,15 +9,14 @@ import json
 import os
 import time
 
-from common import RESULTS, mask_for, masked_accuracy, setup
+from common import RESULTS, mask_for, masked_accuracy, plot_accuracy, setup
 
 from optin.importance import METHODS, ScoreConfig, get_method
-from optin.plots import _plt
 from optin.report import versions
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--quick", action="store_true")
-ap.add_argument("--methods", default="optin,fisher,magnitude,random")
+ap.add_argument("--methods", default="optin-est,optin,fisher,magnitude,random")
 ap.add_argument("--budgets", default=None)
 a = ap.parse_args()
 budgets = [float(b) for b in (a.budgets or ("0.4,0.5,0.6" if a.quick else "0.3,0.4,0.5,0.6,0.7,0.8,0.9")).split(",")]
@@ -51,16 +50,5 @@ res = {"model": "minilm-rt", "seq_len": 64, "test_examples": dense["n"], "dense"
 os.makedirs(RESULTS, exist_ok=True)
 with open(out_json, "w") as fh:
     json.dump(res, fh, indent=1)
-plt = _plt()
-fig, ax = plt.subplots(figsize=(6.5, 4))
-for name in dict.fromkeys(r["method"] for r in rows):
-    pts = [r for r in rows if r["method"] == name]
-    ax.errorbar([p["budget"] for p in pts], [100 * p["accuracy"] for p in pts],
-                yerr=[100 * p["ci95"] for p in pts], marker="o", capsize=3, label=name)
-ax.axhline(100 * dense["accuracy"], color="gray", ls="--", label="dense")
-ax.set_xlabel("MACs kept (fraction of dense)")
-ax.set_ylabel(f"test accuracy % (n={dense['n']}, 95% CI)")
-ax.set_title("minilm-rt (Rotten Tomatoes), no retraining", fontsize=10)
-ax.legend(fontsize=8)
-fig.tight_layout()
-fig.savefig(os.path.join(RESULTS, f"accuracy_vs_macs{suffix}.png"), dpi=120)
+plot_accuracy(rows, dense, os.path.join(RESULTS, f"accuracy_vs_macs{suffix}.png"),
+              "minilm-rt (Rotten Tomatoes), no retraining")

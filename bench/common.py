@@ -60,3 +60,26 @@ def mask_for(adapter, scores, budget, align=1):
     d = adapter.dims()
     dense = cm.total([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers)
     return search(scores.heads, scores.neurons, cm, budget * dense, align)
+
+
+def plot_accuracy(rows, dense, path, title, x="budget", xlabel="MACs kept (fraction of dense)"):
+    """Accuracy (%, with 95% error bars) against MACs kept, one line per method, dense dashed.
+    rows: dicts with "method", x, "accuracy", "ci95"; dense: {"accuracy", "n"}."""
+    from optin.plots import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    names = list(dict.fromkeys(r["method"] for r in rows))
+    for i, name in enumerate(names):
+        pts = [r for r in rows if r["method"] == name and x in r]
+        dx = (i - (len(names) - 1) / 2) * 0.004  # small offsets so error bars do not hide each other
+        ax.errorbar([p[x] + dx for p in pts], [100 * p["accuracy"] for p in pts],
+                    yerr=[100 * p["ci95"] for p in pts], marker="o", ms=4, capsize=3, label=name)
+    ax.axhline(100 * dense["accuracy"], color="gray", ls="--", label="dense")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(f"test accuracy % (n={dense['n']}, 95% CI)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -3,8 +3,9 @@
 Exporter: TorchScript (`dynamo=False`, opset 17) by default: on these machines its graphs ran
 5–11% faster in ONNX Runtime CPU, and ORT's transformer optimizer fuses only its attention
 pattern. `dynamo=True` (opset 18+, needs onnxscript) is kept for newer operator sets.
-Inputs input_ids, attention_mask (+ token_type_ids where the model has token types), output
-logits; batch and sequence axes are dynamic. Files are written under a temporary name and
+Inputs as the family adapter names them (input_ids, attention_mask (+ token_type_ids where the
+model has token types) for text; pixel_values for images), output logits; batch and (text)
+sequence axes are dynamic. Files are written under a temporary name and
 renamed only after parity passes, so a model.onnx on disk always matches its model.
 """
 from __future__ import annotations
@@ -26,30 +27,35 @@ DEFAULT_OPSET = {False: 17, True: 18}   # keyed by dynamo
 class _Logits(torch.nn.Module):
     """ONNX inputs in a fixed order → keyword model call → logits only."""
 
-    def __init__(self, model):
+    def __init__(self, model, names):
         super().__init__()
-        self.model = model
+        self.model, self.names = model, list(names)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kw = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-        return self.model(input_ids=input_ids, attention_mask=attention_mask, **kw).logits
+    def forward(self, *args):
+        return self.model(**dict(zip(self.names, args))).logits
 
 
-def _example(names) -> tuple:
+def _example(adapter) -> tuple:
     # batch 2, seq 16, one padded row: a batch of 1 or a constant length can be traced as a constant
-    ids = torch.randint(5, 20, (2, 16))
-    mask = torch.ones_like(ids)
-    mask[1, 11:] = 0
-    return (ids, mask, torch.zeros_like(ids))[:len(names)]
+    inputs = adapter.random_inputs(2, 16, torch.Generator().manual_seed(0))
+    if "attention_mask" in inputs:
+        inputs["attention_mask"][:] = 1
+        inputs["attention_mask"][1, 11:] = 0
+    return tuple(inputs[n] for n in adapter.input_names())
 
 
 def _torch_export(model, names, path: str, opset: int, dynamo: bool) -> None:
+    from optin.adapters import adapter_for
+
+    adapter = adapter_for(model)
+    axes = adapter.dynamic_axes()  # {input: {axis: name}}: batch (and sequence for text)
     kw = dict(input_names=names, output_names=["logits"], opset_version=opset, dynamo=dynamo)
     if dynamo:
-        batch, seq = torch.export.Dim("batch"), torch.export.Dim("sequence")
-        kw.update(dynamic_shapes=tuple({0: batch, 1: seq} for _ in names), external_data=False, verbose=False)
+        dims = {a: torch.export.Dim(a) for ax in axes.values() for a in ax.values()}
+        # one entry: forward(*args) packs every input into one varargs tuple for torch.export
+        kw.update(dynamic_shapes=(tuple({i: dims[a] for i, a in axes[n].items()} for n in names),),
+                  external_data=False, verbose=False)
     else:
-        axes = {n: {0: "batch", 1: "sequence"} for n in names}
         kw.update(dynamic_axes=axes | {"logits": {0: "batch"}}, do_constant_folding=True)
     quiet = logging.getLogger("torch.onnx")
     level = quiet.level
@@ -59,13 +65,19 @@ def _torch_export(model, names, path: str, opset: int, dynamo: bool) -> None:
             warnings.simplefilter("ignore")  # tracer and deprecation warnings, not actionable here
             # eval() on the wrapper too: the exporter restores the wrapper's mode afterwards, and a
             # wrapper left in training mode would switch dropout on in the wrapped model
-            torch.onnx.export(_Logits(model).eval(), _example(names), path, **kw)
+            torch.onnx.export(_Logits(model, names).eval(), _example(adapter), path, **kw)
     except Exception as e:  # torch.onnx raises many types; one line for the user
         raise ExportError(f"torch.onnx.export ({'dynamo' if dynamo else 'torchscript'}, opset {opset}) failed: "
                           f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}") from e
     finally:
         model.eval()
         quiet.setLevel(level)
+
+
+def _axes(model) -> dict:
+    from optin.adapters import adapter_for
+
+    return adapter_for(model).dynamic_axes()
 
 
 def _ort_check(loaded, path: str, what: str, tol: Tolerance, samples: int, data) -> dict:
@@ -116,7 +128,8 @@ def export_onnx(model_dir: str, opset: int | None = None, optimize: bool = False
     final, tmp = os.path.join(out_dir, "model.onnx"), os.path.join(out_dir, ".model.onnx.tmp")
     report = {"command": "export", "opset": opset, "exporter": "dynamo" if dynamo else "torchscript",
               "onnx_file": "model.onnx", "inputs": loaded.input_names, "outputs": ["logits"],
-              "dynamic_axes": ["batch", "sequence"], "source": source_id(loaded.path),
+              "dynamic_axes": sorted({a for ax in _axes(loaded.model).values() for a in ax.values()}),
+              "source": source_id(loaded.path),
               "pruned": loaded.pruned, "data": data, "max_length": loaded.meta.get("max_length")}
     opt_final, opt_tmp = os.path.join(out_dir, "model.opt.onnx"), os.path.join(out_dir, ".model.opt.onnx.tmp")
     try:

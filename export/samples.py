@@ -30,12 +30,10 @@ class Loaded:
 
 
 def input_names(model) -> list[str]:
-    """ONNX inputs: token_type_ids only where the model has more than one token type (BERT);
-    RoBERTa has one type and DistilBERT none, so feeding it would only add a dead input."""
-    names = ["input_ids", "attention_mask"]
-    if getattr(model.config, "type_vocab_size", 0) > 1:
-        names.append("token_type_ids")
-    return names
+    """ONNX inputs, as the model's family adapter names them (optin.adapters.Adapter.input_names)."""
+    from optin.adapters import adapter_for
+
+    return adapter_for(model).input_names()
 
 
 def source_id(path: str) -> str:
@@ -54,7 +52,8 @@ def load(model_dir: str, log=print) -> Loaded:
 
     if os.path.isdir(model_dir) and is_pruned(model_dir):
         model = load_pruned(model_dir)
-        return Loaded(model, _tokenizer(model_dir), model_dir, True, read_json(os.path.join(model_dir, "optin.json"), {}))
+        return Loaded(model, _tokenizer(model_dir, model), model_dir, True,
+                      read_json(os.path.join(model_dir, "optin.json"), {}))
     exp = read_json(os.path.join(model_dir, "export.json"))
     if exp and not os.path.exists(os.path.join(model_dir, "config.json")):
         # an export folder of a dense model (DIR/dense): weights stay at the source it names
@@ -66,11 +65,12 @@ def load(model_dir: str, log=print) -> Loaded:
     return Loaded(model, tok, path, False, {})
 
 
-def _tokenizer(path: str):
-    from transformers import AutoTokenizer
+def _tokenizer(path: str, model):
+    """The folder's processor (tokenizer, or image processor) through the family adapter."""
+    from optin.adapters import adapter_for
 
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return type(adapter_for(model)).load_processor(path, model.config)
     except (OSError, ValueError, TypeError):
         return None  # tests save pruned folders without one; callers fall back to random ids
 
@@ -79,12 +79,12 @@ def _tokenizer(path: str):
 def calib_examples(data: str | None, n: int):
     """(examples, None) or (None, why not): the calibration split of `data`, else its test split.
     Cached: a profile asks once per measured shape, and reading the corpus takes seconds."""
-    from optin.data import load_text_data
+    from optin.data import load_data
 
     if not data:
         return None, "no data spec in optin.json"
     try:
-        ds = load_text_data(data, calib=n)
+        ds = load_data(data, calib=n)
         try:
             ex = ds.split("calib")
         except OptinError:
@@ -109,22 +109,28 @@ def parity_batches(m: Loaded, n: int = 64, batch_size: int = 16, data: str | Non
     ex, why = calib_examples(data, n) if m.tokenizer is not None else (None, "no tokenizer in the folder")
     if ex:
         bs = [{k: b[k] for k in names if k in b} for b in make_batches(m.tokenizer, ex, batch_size, max_len, False)]
-        bs = [_pad_to(b, lo_s, m.tokenizer.pad_token_id or 0) for b in bs if len(b["input_ids"]) >= lo_b]
+        bs = [_pad_to(b, lo_s, getattr(m.tokenizer, "pad_token_id", None) or 0) for b in bs if _rows(b) >= lo_b]
         if bs:
-            return bs, f"{sum(len(b['input_ids']) for b in bs)} calibration samples of {data}"
+            return bs, f"{sum(_rows(b) for b in bs)} calibration samples of {data}"
         why = f"fewer than {lo_b} samples"
     g = torch.Generator().manual_seed(seed)
     out, left = [], n
     while left > 0:
         b = max(lo_b, min(batch_size, left))
         s = int(torch.randint(max(lo_s, 8), max(lo_s, 8, min(max_len, 64)) + 1, (1,), generator=g))
-        out.append(random_batch(m.model.config, b, s, g, names, ragged=True))
+        out.append(random_batch(m.model.config, b, s, g, names, ragged=True, model=m.model))
         left -= b
     return out, f"{n} random-token samples (real data unavailable: {why})"
 
 
+def _rows(batch: dict) -> int:
+    return len(next(iter(batch.values())))
+
+
 def _pad_to(batch: dict, seq: int, pad_id: int) -> dict:
     """Right-pad to at least seq tokens (attention_mask 0): an engine's minimum sequence length."""
+    if "input_ids" not in batch:
+        return batch  # images: no sequence axis to pad
     extra = seq - batch["input_ids"].shape[1]
     if extra <= 0:
         return batch
@@ -132,7 +138,12 @@ def _pad_to(batch: dict, seq: int, pad_id: int) -> dict:
     return {k: torch.nn.functional.pad(v, (0, extra), value=fill.get(k, 0)) for k, v in batch.items()}
 
 
-def random_batch(config, batch: int, seq: int, g, names, ragged: bool = False) -> dict:
+def random_batch(config, batch: int, seq: int, g, names, ragged: bool = False, model=None) -> dict:
+    """Random inputs of the model's family (Adapter.random_inputs); without a model, token ids."""
+    if model is not None:
+        from optin.adapters import adapter_for
+
+        return adapter_for(model).random_inputs(batch, seq, g, ragged)
     ids = torch.randint(5, max(6, config.vocab_size), (batch, seq), generator=g)
     mask = torch.ones(batch, seq, dtype=torch.long)
     if ragged:
@@ -150,6 +161,11 @@ def fixed_inputs(m: Loaded, batch: int, seq: int, data: str | None = None) -> tu
     names = m.input_names
     data = data or m.meta.get("data")
     ex, why = calib_examples(data, 4 * batch) if m.tokenizer is not None else (None, "no tokenizer")
+    if ex and hasattr(m.tokenizer, "encode_examples"):  # images: every example has the same tokens
+        from optin.data import make_batches
+
+        rows = (list(ex) * batch)[:batch]
+        return make_batches(m.tokenizer, rows, batch, seq, with_labels=False)[0], f"real images of {data}"
     if ex:
         tok = m.tokenizer
         stream = [t for e in ex for t in tok(e[0], add_special_tokens=False)["input_ids"] + [tok.sep_token_id]]
@@ -162,7 +178,7 @@ def fixed_inputs(m: Loaded, batch: int, seq: int, data: str | None = None) -> tu
         if "token_type_ids" in names:
             out["token_type_ids"] = torch.zeros_like(ids)
         return out, f"real tokens of {data}"
-    return random_batch(m.model.config, batch, seq, torch.Generator().manual_seed(0), names), \
+    return random_batch(m.model.config, batch, seq, torch.Generator().manual_seed(0), names, model=m.model), \
         f"random tokens ({why})"
 
 

@@ -9,18 +9,22 @@ from .errors import OptinError
 
 
 def _add_prune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name (minilm-rt), local Hugging Face folder, or hub id")
-    p.add_argument("--data", required=True, help="rotten-tomatoes, a CSV/JSONL file, or hf:NAME[/CONFIG]")
+    p.add_argument("model", help="zoo name (minilm-rt, vit-fmnist), local Hugging Face folder, or hub id")
+    p.add_argument("--data", required=True, help="rotten-tomatoes, a CSV/JSONL file, hf:NAME[/CONFIG]; "
+                   "images: fashion-mnist, imagefolder:DIR")
     p.add_argument("--flops", type=float, default=0.6, help="MAC budget as a fraction of dense (0, 1]")
     p.add_argument("--out", required=True, help="output folder (written only when complete)")
-    p.add_argument("--method", default="optin", help="importance: optin, fisher, magnitude, random")
+    p.add_argument("--method", default="optin-est",
+                   help="importance: optin-est (trajectory score estimated from backward passes, default), "
+                        "optin (exact trajectory, one masked pass per candidate), fisher, magnitude, random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib", type=int, default=128, help="calibration examples")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=None,
-                   help="tokens per example; MACs are counted at this length (default: model's, else 128)")
+                   help="tokens per example; MACs are counted at this length (default: model's, else 128; "
+                   "images: patches + [CLS], fixed)")
     p.add_argument("--align", type=int, default=1, help="keep FFN widths at multiples of N")
-    p.add_argument("--group-size", type=int, default=32, help="neurons scored together (optin)")
+    p.add_argument("--group-size", type=int, default=32, help="neurons scored together (exact optin)")
     p.add_argument("--lam", type=float, default=0.1, help="KD weight λ in the trajectory score (optin)")
     p.add_argument("--depth", default="normalized", help="trajectory combination: normalized, sum, mean, final")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on at most N test examples")
@@ -63,6 +67,8 @@ def cmd_run(a) -> int:
     rep = run(a.model, a.data, a.out, _prune_config(a),
               RunConfig(backend=a.backend, batch=a.batch, seq=a.seq, iters=a.iters, min_speedup=a.min_speedup,
                         latency_target=a.latency_target, retune_rounds=a.retune_rounds))
+    if rep is None:  # a torchrun helper rank: it only scored
+        return 0
     return 1 if rep["gate"] is not None and not rep["gate"]["passed"] else 0
 
 

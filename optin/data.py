@@ -144,6 +144,17 @@ def from_hf(spec: str, calib: int = 128, seed: int = 0) -> TextDataset:
     return TextDataset(f"hf:{spec}", splits, label_names=names)
 
 
+def load_data(spec: str, calib: int = 128, seed: int = 0) -> TextDataset:
+    """Any data spec: the text sources below, or images (`fashion-mnist`, `imagefolder:DIR`; optin.images)."""
+    from . import images
+
+    if spec == "fashion-mnist":
+        return images.fashion_mnist()
+    if spec.startswith("imagefolder:"):
+        return images.image_folder(spec.split(":", 1)[1], calib, seed)
+    return load_text_data(spec, calib, seed)
+
+
 def load_text_data(spec: str, calib: int = 128, seed: int = 0) -> TextDataset:
     if spec == "rotten-tomatoes":
         return rotten_tomatoes()
@@ -172,16 +183,21 @@ def encode_labels(examples, label2id: dict[str, int], num_labels: int, where: st
 
 
 def make_batches(tokenizer, examples, batch_size: int, max_length: int, with_labels: bool = True):
-    """Tokenise in order, padding each batch to its longest member (fixed order: deterministic)."""
+    """Tokenise in order, padding each batch to its longest member (fixed order: deterministic).
+    `tokenizer` is the model's processor: a processor with `encode_examples` (optin.images) encodes
+    the examples itself."""
     import torch
 
     out = []
     for s in range(0, len(examples), batch_size):
         chunk = examples[s:s + batch_size]
-        texts = [e[0] for e in chunk]
-        pairs = [e[1] for e in chunk] if any(e[1] for e in chunk) else None
-        enc = tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        batch = dict(enc)
+        if hasattr(tokenizer, "encode_examples"):
+            batch = dict(tokenizer.encode_examples(chunk, max_length))
+        else:
+            texts = [e[0] for e in chunk]
+            pairs = [e[1] for e in chunk] if any(e[1] for e in chunk) else None
+            batch = dict(tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_length,
+                                   return_tensors="pt"))
         if with_labels:
             batch["labels"] = torch.tensor([int(e[2]) for e in chunk])
         out.append(batch)

@@ -2,7 +2,8 @@
 
 A pruned folder holds model.safetensors (narrowed weights), config.json (the original config:
 transformers keeps one global head count, so from_pretrained cannot rebuild a non-uniform
-model), spec.json (what was kept) and the tokenizer. `load_pruned` rebuilds from the spec.
+model), spec.json (what was kept) and the processor (the tokenizer; preprocessor_config.json for
+images). `load_pruned` rebuilds from the spec.
 """
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from .spec import PruneSpec
 
 
 def load_model(path: str):
-    """(model, tokenizer) of a sequence classifier, after checking that a family adapter exists."""
-    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+    """(model, processor) of a classifier, after checking that a family adapter exists. The
+    processor is the family's input encoder: a tokenizer for text, optin.images.ImageProcessor for images."""
+    from transformers import AutoConfig
 
     from .adapters import ADAPTERS, adapter_for
 
@@ -30,9 +32,10 @@ def load_model(path: str):
     if config.model_type not in ADAPTERS:
         raise UnsupportedModel(f"model type {config.model_type!r} is not supported; supported: "
                                f"{', '.join(sorted(ADAPTERS))}")
-    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    cls = ADAPTERS[config.model_type]
+    model = cls.auto_model().from_pretrained(path).eval()
     adapter_for(model)  # fails early on a non-classifier
-    return model, AutoTokenizer.from_pretrained(path)
+    return model, cls.load_processor(path, config)
 
 
 def save_pruned(model, tokenizer, spec: PruneSpec, out_dir: str, extra: dict | None = None) -> None:
@@ -56,9 +59,9 @@ def save_pruned(model, tokenizer, spec: PruneSpec, out_dir: str, extra: dict | N
 def load_pruned(path: str):
     """Rebuild a pruned model from its folder: config → dense skeleton → narrow(spec) → weights."""
     from safetensors.torch import load_model
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
-    from .adapters import adapter_for
+    from .adapters import ADAPTERS, adapter_for
     from .narrow import narrow
 
     spec_file = os.path.join(path, "spec.json")
@@ -66,7 +69,10 @@ def load_pruned(path: str):
         raise BadInput(f"{path!r} is not a pruned-model folder (no spec.json); run `optin prune` first")
     spec = PruneSpec.from_json(open(spec_file).read())
     config = AutoConfig.from_pretrained(path)
-    model = AutoModelForSequenceClassification.from_config(config)
+    if config.model_type not in ADAPTERS:
+        raise UnsupportedModel(f"{path}: model type {config.model_type!r} is not supported; supported: "
+                               f"{', '.join(sorted(ADAPTERS))}")
+    model = ADAPTERS[config.model_type].from_config(config)
     narrow(adapter_for(model), spec)
     load_model(model, os.path.join(path, "model.safetensors"), strict=True)
     return model.eval()

@@ -33,7 +33,10 @@ def _head_hook(state: MaskState, i: int, head_dim: int):
         if m is None:
             return None
         x = args[0]
-        shaped = x.view(*x.shape[:-1], -1, head_dim) * m.to(x.dtype)[:, None]
+        m = m.to(x.dtype)
+        # [heads], or [batch, heads] when each example carries its own mask (batched scoring)
+        m = m[:, None] if m.dim() == 1 else m.view(m.shape[0], *[1] * (x.dim() - 2), -1, 1)
+        shaped = x.view(*x.shape[:-1], -1, head_dim) * m
         return (shaped.view(x.shape),) + tuple(args[1:])
     return hook
 
@@ -43,7 +46,11 @@ def _neuron_hook(state: MaskState, i: int):
         m = state.neurons[i]
         if m is None:
             return None
-        return (args[0] * m.to(args[0].dtype),) + tuple(args[1:])
+        x = args[0]
+        m = m.to(x.dtype)
+        if m.dim() == 2:  # [batch, neurons]: a mask per example
+            m = m.view(m.shape[0], *[1] * (x.dim() - 2), -1)
+        return (x * m,) + tuple(args[1:])
     return hook
 
 

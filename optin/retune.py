@@ -67,7 +67,7 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
     target.check()
     d = adapter.dims()
     log(f"optin retune: latency table on {target.backend} at batch {target.batch} × seq {target.seq}")
-    table = block_table(d.hidden, d.head_dim, d.num_heads, d.ffn_size, target.batch, target.seq)
+    table = block_table(d.hidden, d.head_dim, d.num_heads, d.ffn_size, target.batch, adapter.seq_len(target.seq))
     lat = latency_cost_model(table, d.num_layers)
     macs = cost_model_for(adapter, target.seq)
     full = ([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers)

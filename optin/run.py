@@ -26,7 +26,7 @@ class RunConfig:
 
 
 def run(model: str, data: str, out: str, pcfg: PruneConfig = PruneConfig(), rcfg: RunConfig = RunConfig(),
-        log=print) -> dict:
+        log=print) -> dict | None:
     from export.engines import EngineConfig, build_engine
     from export.onnx import export_onnx
     from profiling.gate import gate
@@ -36,6 +36,11 @@ def run(model: str, data: str, out: str, pcfg: PruneConfig = PruneConfig(), rcfg
     from .prune import prune
     from .retune import LatencyTarget
 
+    from . import distributed
+
+    distributed.init()
+    if not distributed.is_main():  # under torchrun the other ranks only help to score
+        return prune(model, data, out, pcfg, log=log)
     t0 = time.time()
     steps = {}
     with staged_dir(out) as tmp:

@@ -104,7 +104,11 @@ def measure(runner, inputs: dict, iters: int = 200, warmup: int = 20) -> dict:
     for _ in range(warmup):
         runner.run()
     times = [_timed(runner) for _ in range(iters)]
-    return stats(times, len(inputs["input_ids"])) | {"times_ms": [x * 1e3 for x in times]}
+    return stats(times, _batch_size(inputs)) | {"times_ms": [x * 1e3 for x in times]}
+
+
+def _batch_size(inputs: dict) -> int:
+    return len(next(iter(inputs.values())))
 
 
 def compare(a, b, inputs: dict, iters: int = 200, warmup: int = 20) -> dict:
@@ -119,7 +123,7 @@ def compare(a, b, inputs: dict, iters: int = 200, warmup: int = 20) -> dict:
         first, second = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
         first[1].append(_timed(first[0]))
         second[1].append(_timed(second[0]))
-    n = len(inputs["input_ids"])
+    n = _batch_size(inputs)
     sa, sb = stats(ta, n), stats(tb, n)
     sa["times_ms"], sb["times_ms"] = [x * 1e3 for x in ta], [x * 1e3 for x in tb]
     return {"a": sa, "b": sb, "speedup": sa["latency_ms"]["median"] / sb["latency_ms"]["median"]}
@@ -130,9 +134,9 @@ def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
     """MACs per example at seq tokens: report.json's count when it was made at this length,
     else the analytic count (profiling.macs) from config.json and spec.json."""
     import torch
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
 
-    from optin.adapters import adapter_for
+    from optin.adapters import ADAPTERS, adapter_for
     from optin.io import read_json
     from optin.prune import cost_model_for
     from optin.spec import PruneSpec
@@ -150,8 +154,9 @@ def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
 
         src = resolve_model(model_dir)
     with torch.device("meta"):  # shapes only: no weights are allocated
-        adapter = adapter_for(AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(src)))
-    d, costs = adapter.dims(), cost_model_for(adapter, seq)
+        config = AutoConfig.from_pretrained(src)
+        adapter = adapter_for(ADAPTERS[config.model_type].from_config(config))
+    d, costs = adapter.dims(), cost_model_for(adapter, adapter.seq_len(seq))
     spec_file = os.path.join(model_dir, "spec.json")
     if os.path.exists(spec_file):
         spec = PruneSpec.from_json(open(spec_file).read())

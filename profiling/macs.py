@@ -1,6 +1,6 @@
 """Analytic MAC counts of a (pruned) transformer encoder, and an fvcore cross-check.
 
-Per layer, at sequence length n, hidden size d, head size d_h (Kwon et al. 2022, eq. in §4.1):
+Per layer, at sequence length n (tokens; for a ViT, patches + [CLS]), hidden size d, head size d_h (Kwon et al. 2022, eq. in §4.1):
     heads · (4·n·d·d_h + 2·n²·d_h)  +  neurons · (2·n·d)
 q, k, v and output projections give 4·n·d·d_h per head; Q·Kᵀ and A·V give 2·n²·d_h.
 One multiply-add is one MAC; FLOPs = 2 · MACs. Embedding lookups, LayerNorm, softmax and
@@ -31,7 +31,7 @@ def mac_cost_model(num_layers: int, hidden: int, head_dim: int, seq_len: int, fi
     return CostModel((per_head,) * num_layers, (per_neuron,) * num_layers, fixed, seq_len)
 
 
-MATMUL_OPS = ("linear", "matmul", "bmm", "einsum", "addmm")
+MATMUL_OPS = ("linear", "matmul", "bmm", "einsum", "addmm", "conv")  # conv: a ViT patch embedding
 
 
 def fvcore_macs(model, inputs: tuple, ops: tuple[str, ...] | None = None) -> int:

@@ -7,8 +7,13 @@ import torch
 TINY = dict(hidden=32, heads=4, layers=3, ffn=48, vocab=120, labels=3)
 
 
+VISION = ("vit", "deit")  # image classifiers: 12×12 single-channel images in 4×4 patches (9 + special tokens)
+
+
 def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
-    from transformers import AutoConfig, AutoModelForSequenceClassification
+    from transformers import AutoConfig
+
+    from optin.adapters import ADAPTERS
 
     torch.manual_seed(seed)
     t = {**TINY, **dims}
@@ -17,17 +22,30 @@ def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
     else:
         kw = dict(hidden_size=t["hidden"], num_attention_heads=t["heads"], num_hidden_layers=t["layers"],
                   intermediate_size=t["ffn"])
-    cfg = AutoConfig.for_model(model_type, vocab_size=t["vocab"], num_labels=t["labels"],
-                               max_position_embeddings=64, initializer_range=0.3, **kw)
+    if model_type in VISION:
+        kw.update(image_size=12, patch_size=4, num_channels=1)
+    else:
+        kw.update(vocab_size=t["vocab"], max_position_embeddings=64)
+    cfg = AutoConfig.for_model(model_type, num_labels=t["labels"], initializer_range=0.3, **kw)
     if eager:
         cfg._attn_implementation = "eager"
-    return AutoModelForSequenceClassification.from_config(cfg).eval()
+    return ADAPTERS[model_type].from_config(cfg).eval()
 
 
-def tiny_batches(n_batches=2, batch=4, seq=10, seed=0, labels=3):
+_FAMILY = {"current": "bert"}  # set by the `family` fixture: tiny_batches() then fits the family under test
+
+
+def tiny_batches(n_batches=2, batch=4, seq=10, seed=0, labels=3, model_type=None):
+    """Token batches with ragged padding; for an image family, 12×12 single-channel images.
+    model_type defaults to the family of the running `family`-parametrised test (else BERT)."""
+    model_type = model_type or _FAMILY["current"]
     g = torch.Generator().manual_seed(seed)
     out = []
     for _ in range(n_batches):
+        if model_type in VISION:
+            out.append({"pixel_values": torch.randn(batch, 1, 12, 12, generator=g),
+                        "labels": torch.randint(0, labels, (batch,), generator=g)})
+            continue
         ids = torch.randint(5, 100, (batch, seq), generator=g)
         mask = torch.ones(batch, seq, dtype=torch.long)
         for j in range(batch):  # ragged lengths so padding is exercised
@@ -48,7 +66,9 @@ def families():
 
 @pytest.fixture(params=families())
 def family(request):
-    return request.param
+    _FAMILY["current"] = request.param
+    yield request.param
+    _FAMILY["current"] = "bert"
 
 
 WORDS = ("good great fine bad awful dull film movie plot actor scene story funny boring long short "

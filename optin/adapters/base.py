@@ -57,10 +57,65 @@ class PassThrough(nn.Module):
 
 class Adapter:
     model_types: tuple[str, ...] = ()
+    # the Hugging Face head this adapter prunes: its Auto class and its class-name suffix
+    auto_class: str = "AutoModelForSequenceClassification"
+    task_suffix: str = "ForSequenceClassification"
+    modality: str = "text"  # what its examples are: "text" or "image" (optin.data / optin.images)
 
     def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
+
+    # --- inputs: text by default; other modalities override -------------------------------
+    @classmethod
+    def load_processor(cls, path: str, config):
+        """What turns examples into model inputs (optin.data.make_batches): the tokenizer."""
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path)
+
+    @classmethod
+    def auto_model(cls):
+        """The transformers class that builds this family's classifier (from_pretrained, from_config)."""
+        import transformers
+
+        return getattr(transformers, cls.auto_class)
+
+    @classmethod
+    def from_config(cls, config) -> nn.Module:
+        """A randomly initialised classifier of this family (the skeleton load_pruned narrows)."""
+        return cls.auto_model().from_config(config)
+
+    def input_names(self) -> list[str]:
+        """ONNX inputs: token_type_ids only where the model has more than one token type (BERT);
+        RoBERTa has one type and DistilBERT none, so feeding it would only add a dead input."""
+        names = ["input_ids", "attention_mask"]
+        if getattr(self.config, "type_vocab_size", 0) > 1:
+            names.append("token_type_ids")
+        return names
+
+    def dynamic_axes(self) -> dict[str, dict[int, str]]:
+        return {n: {0: "batch", 1: "sequence"} for n in self.input_names()}
+
+    def random_inputs(self, batch: int, seq: int, g: torch.Generator, ragged: bool = False) -> dict:
+        """Random model inputs (export tracing, fvcore, fallbacks when no real data is at hand)."""
+        ids = torch.randint(5, max(6, self.config.vocab_size), (batch, seq), generator=g)
+        mask = torch.ones(batch, seq, dtype=torch.long)
+        if ragged:
+            for j in range(batch):
+                mask[j, int(torch.randint(2, seq + 1, (1,), generator=g)):] = 0
+        out = {"input_ids": ids, "attention_mask": mask}
+        if "token_type_ids" in self.input_names():
+            out["token_type_ids"] = torch.zeros_like(ids)
+        return out
+
+    def valid_tokens(self, batch: dict) -> torch.Tensor:
+        """[B, n] bool: the token rows of a batch that are real (not padding)."""
+        return batch["attention_mask"].bool()
+
+    def seq_len(self, max_length: int) -> int:
+        """Tokens per example that MACs are counted at: for text, the maximum length asked for."""
+        return max_length
 
     # --- family knowledge, implemented by subclasses -------------------------------------
     def dims(self) -> Dims:
@@ -101,6 +156,11 @@ class Adapter:
         for i in range(len(self.layers())):
             hidden = self.run_layer(i, hidden, ctx)
         return self.head(hidden, ctx)
+
+    @staticmethod
+    def repeat_batch(ctx: dict, k: int) -> dict:
+        """The context for k stacked copies of a batch (context tensors are batch-first)."""
+        return {n: v.repeat(k, *[1] * (v.dim() - 1)) if torch.is_tensor(v) else v for n, v in ctx.items()}
 
     @staticmethod
     def additive_mask(attention_mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

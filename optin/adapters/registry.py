@@ -17,7 +17,7 @@ def adapter_for(model):
     cls = ADAPTERS.get(mtype)
     if cls is None:
         raise UnsupportedModel(f"model type {mtype!r} is not supported; supported: {', '.join(sorted(ADAPTERS))}")
-    if not type(model).__name__.endswith("ForSequenceClassification"):
-        raise UnsupportedModel(f"{type(model).__name__} is not a sequence classifier; OPTIN prunes "
-                               f"*ForSequenceClassification models of: {', '.join(sorted(ADAPTERS))}")
+    if not type(model).__name__.endswith(cls.task_suffix):
+        raise UnsupportedModel(f"{type(model).__name__} is not a {mtype} classifier; OPTIN prunes "
+                               f"*{cls.task_suffix} models of type {mtype}")
     return cls(model)

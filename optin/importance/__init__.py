@@ -20,6 +20,7 @@ class ScoreConfig:
     lam: float = 0.1          # KD weight λ (paper: 0.1 after ablation)
     depth: str = "normalized"  # how per-layer distortions combine; see trajectory.combine
     rows_per_batch: int = 256  # tokens per batch in each Gram matrix (a fixed, seeded subset)
+    candidates_per_pass: int = 8  # exact trajectory: candidates sharing one batched forward pass
 
 
 @dataclass
@@ -44,4 +45,4 @@ def get_method(name: str):
     return METHODS[name]
 
 
-from . import baselines, fisher, trajectory  # noqa: E402,F401  (register the methods)
+from . import baselines, estimate, fisher, trajectory  # noqa: E402,F401  (register the methods)

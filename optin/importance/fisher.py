@@ -12,33 +12,43 @@ from . import Scores, register
 
 
 def single_examples(batches):
-    """Split padded batches into single examples trimmed to their own length."""
+    """Split batches into single examples, padded ones (with an attention_mask) trimmed to their own length."""
     for b in batches:
-        for j in range(b["input_ids"].shape[0]):
+        for j in range(len(b["labels"])):
+            if "attention_mask" not in b:  # images: nothing to trim
+                yield {k: v[j:j + 1] for k, v in b.items()}
+                continue
             n = int(b["attention_mask"][j].sum())
             yield {k: (v[j:j + 1, :n] if v.dim() == 2 else v[j:j + 1]) for k, v in b.items()}
+
+
+def mask_gradients(adapter, batches, desc: str = "mask gradients"):
+    """Per calibration example: gradients of its labelled cross-entropy with respect to the head
+    mask [layers, heads] and the neuron mask [layers, ffn], both all ones (the dense model)."""
+    d = adapter.dims()
+    hm = torch.ones(d.num_layers, d.num_heads, requires_grad=True)
+    nm = torch.ones(d.num_layers, d.ffn_size, requires_grad=True)
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+    for p in params:  # gradients only for the masks
+        p.requires_grad_(False)
+    total = sum(len(b["labels"]) for b in batches)
+    try:
+        with mask_hooks(adapter) as state:
+            state.set(hm, nm)
+            for ex in tqdm(single_examples(batches), total=total, desc=desc, unit="ex"):
+                loss = torch.nn.functional.cross_entropy(adapter.forward(ex), ex["labels"])
+                gh, gn = torch.autograd.grad(loss, [hm, nm])
+                yield gh.detach(), gn.detach()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @register("fisher")
 def fisher(adapter, batches, cfg):
     d = adapter.dims()
-    hm = torch.ones(d.num_layers, d.num_heads, requires_grad=True)
-    nm = torch.ones(d.num_layers, d.ffn_size, requires_grad=True)
-    h_acc, n_acc = torch.zeros_like(hm), torch.zeros_like(nm)
-    params = [p for p in adapter.model.parameters() if p.requires_grad]
-    for p in params:  # gradients only for the masks
-        p.requires_grad_(False)
-    total = sum(b["input_ids"].shape[0] for b in batches)
-    try:
-        with mask_hooks(adapter) as state:
-            state.set(hm, nm)
-            for ex in tqdm(single_examples(batches), total=total, desc="fisher scores", unit="ex"):
-                logits = adapter.forward(ex)
-                loss = torch.nn.functional.cross_entropy(logits, ex["labels"])
-                gh, gn = torch.autograd.grad(loss, [hm, nm])
-                h_acc += gh.detach() ** 2
-                n_acc += gn.detach() ** 2
-    finally:
-        for p in params:
-            p.requires_grad_(True)
-    return Scores(h_acc, n_acc, {"method": "fisher", "examples": total})
+    h_acc, n_acc = torch.zeros(d.num_layers, d.num_heads), torch.zeros(d.num_layers, d.ffn_size)
+    for gh, gn in mask_gradients(adapter, batches, "fisher scores"):
+        h_acc += gh ** 2
+        n_acc += gn ** 2
+    return Scores(h_acc, n_acc, {"method": "fisher", "examples": sum(len(b["labels"]) for b in batches)})

@@ -15,7 +15,8 @@ divides each target layer's distances by their mean over all candidates that rea
 averages over the layers a unit reaches, so every unit is judged in the same units whatever
 its depth. Other modes ("sum", "mean", "final") are kept for the ablation.
 
-Cost: one partial forward (layers ≥ i, from cached dense inputs) per candidate per batch.
+Cost: one partial forward (layers ≥ i, from cached dense inputs) per candidate per batch;
+`candidates_per_pass` candidates of one layer share a pass over stacked copies of the batch.
 FFN neurons are scored in groups of `group_size`, grouped within a layer by a cheap activation
 proxy (mean |activation| × ‖output column‖), so a group holds neurons of similar strength.
 """
@@ -25,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..errors import BadInput
 from ..masking import mask_hooks
 from . import Scores, register
@@ -35,6 +37,14 @@ DEPTH_MODES = ("normalized", "anchored", "sum", "mean", "final")
 def _gram(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     f = F.normalize(x.reshape(-1, x.shape[-1])[rows].float(), dim=-1)
     return f @ f.T
+
+
+def token_rows(batch: dict, rows_per_batch: int, gen: torch.Generator, valid=None) -> torch.Tensor:
+    """A seeded subset of the batch's real (non-padding) token rows, for the Gram matrices.
+    valid: [B, n] real-token mask (Adapter.valid_tokens); default the batch's attention_mask."""
+    valid = batch["attention_mask"] if valid is None else valid
+    tokens = valid.reshape(-1).bool().nonzero().squeeze(1)
+    return tokens[torch.randperm(len(tokens), generator=gen)[:rows_per_batch]]
 
 
 class _DenseCache:
@@ -51,9 +61,8 @@ class _DenseCache:
             lambda m, a, i=i: acts.__setitem__(i, a[0].detach())) for i in range(d.num_layers)]
         try:
             for b in batches:
-                valid = b["attention_mask"].reshape(-1).bool()
-                tokens = valid.nonzero().squeeze(1)
-                rows = tokens[torch.randperm(len(tokens), generator=gen)[:rows_per_batch]]
+                valid = adapter.valid_tokens(b).reshape(-1)
+                rows = token_rows(b, rows_per_batch, gen, valid)
                 h, ctx = adapter.embed(b)
                 inputs, grams = [], []
                 for i in range(d.num_layers):
@@ -80,6 +89,19 @@ def _candidates(d, proxy, group_size):
         order = torch.argsort(proxy[i], descending=True).tolist()
         cands += [(i, "neurons", order[s:s + group_size]) for s in range(0, d.ffn_size, group_size)]
     return cands
+
+
+def _passes(cands, per_pass: int) -> list[list[int]]:
+    """Candidates evaluated together: up to `per_pass` of one layer and kind share a forward pass
+    over `per_pass` copies of the batch (bigger matrix products; the same numbers up to rounding).
+    Fixed before sharding, so any number of processes computes each candidate the same way."""
+    out: list[list[int]] = []
+    for c, (i, kind, _) in enumerate(cands):
+        if out and len(out[-1]) < max(1, per_pass) and cands[out[-1][0]][:2] == (i, kind):
+            out[-1].append(c)
+        else:
+            out.append([c])
+    return out
 
 
 def combine(md: torch.Tensor, kd: torch.Tensor, layer: torch.Tensor, depth: str, lam: float) -> torch.Tensor:
@@ -113,20 +135,32 @@ def trajectory(adapter, batches, cfg):
     cands = _candidates(d, cache.neuron_proxy, cfg.group_size)
     md = torch.zeros(len(cands), d.num_layers)
     kd = torch.zeros(len(cands))
+    passes = distributed.shard(_passes(cands, cfg.candidates_per_pass))  # all, unless under torchrun
     with mask_hooks(adapter) as state:
-        for c, (i, kind, units) in enumerate(tqdm(cands, desc="trajectory scores", unit="cand")):
-            mask = torch.ones(d.num_heads if kind == "head" else d.ffn_size)
-            mask[units] = 0.0
-            state.clear()
-            (state.heads if kind == "head" else state.neurons)[i] = mask
+        bar = tqdm(total=sum(map(len, passes)), desc="trajectory scores", unit="cand",
+                   disable=not distributed.is_main())
+        for group in passes:
+            i, kind = cands[group[0]][:2]
+            k = len(group)
+            mask = torch.ones(k, d.num_heads if kind == "head" else d.ffn_size)
+            for r, c in enumerate(group):
+                mask[r, cands[c][2]] = 0.0
             for inputs, ctx, rows, grams, logp in cache.items:
-                h = inputs[i]
+                state.clear()  # one mask per copy of the batch: copy r carries candidate r
+                (state.heads if kind == "head" else state.neurons)[i] = (
+                    mask[0] if k == 1 else mask.repeat_interleave(inputs[i].shape[0], 0))
+                h, kctx = inputs[i].repeat(k, *[1] * (inputs[i].dim() - 1)), adapter.repeat_batch(ctx, k)
                 for z in range(i, d.num_layers):
-                    h = adapter.run_layer(z, h, ctx)
-                    md[c, z] += (_gram(h, rows) - grams[z]).pow(2).sum() / grams[z].numel()
-                q = F.log_softmax(adapter.head(h, ctx).float(), -1)
-                kd[c] += F.kl_div(q, logp, log_target=True, reduction="batchmean")
+                    h = adapter.run_layer(z, h, kctx)
+                    for r, hr in enumerate(h.chunk(k)):
+                        md[group[r], z] += (_gram(hr, rows) - grams[z]).pow(2).sum() / grams[z].numel()
+                q = F.log_softmax(adapter.head(h, kctx).float(), -1)
+                for r, qr in enumerate(q.chunk(k)):
+                    kd[group[r]] += F.kl_div(qr, logp, log_target=True, reduction="batchmean")
+            bar.update(k)
+        bar.close()
         state.clear()
+    distributed.reduce_sum(md, kd)
     md /= len(cache.items)
     kd /= len(cache.items)
     raw = {"md": md, "kd": kd, "layer": torch.tensor([c[0] for c in cands]), "kind": [c[1] for c in cands],

@@ -22,7 +22,7 @@ def _awkward_spec(model_type):
 
 def test_blockwise_forward_matches_model(family):
     model = tiny_model(family)
-    b = tiny_batches()[0]
+    b = tiny_batches(model_type=family)[0]
     assert torch.allclose(adapter_for(model).forward(b), model(**_inputs(b)).logits, atol=1e-6)
 
 
@@ -30,7 +30,7 @@ def test_narrowed_equals_masked(family):
     model = tiny_model(family)
     adapter = adapter_for(model)
     spec = _awkward_spec(family)
-    b = _inputs(tiny_batches()[0])
+    b = _inputs(tiny_batches(model_type=family)[0])
     dense = model(**b).logits
     with mask_hooks(adapter) as state:
         state.set(*spec.masks())
@@ -51,7 +51,7 @@ def test_load_pruned_roundtrip(family, tmp_path):
     narrow(adapter_for(model), spec)
     save_pruned(model, None, spec, str(tmp_path))
     again = load_pruned(str(tmp_path))
-    b = _inputs(tiny_batches()[1])
+    b = _inputs(tiny_batches(model_type=family)[1])
     assert torch.equal(model(**b).logits, again(**b).logits)
 
 

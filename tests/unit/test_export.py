@@ -7,7 +7,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import tiny_batches, tiny_model, write_tiny_csv, write_tiny_folder
+from conftest import VISION, tiny_batches, tiny_model, write_tiny_csv, write_tiny_folder
 from optin.adapters import adapter_for
 from optin.errors import BadInput, MissingDependency, ParityError
 from optin.io import save_pruned
@@ -54,14 +54,18 @@ def test_export_awkward_shapes(family, tmp_path):
     assert rep["parity"]["max_abs_diff"] == p["max_abs_diff"]
     graph = onnx.load(str(d / "model.onnx")).graph
     names = [i.name for i in graph.input]
-    token_types = getattr(tiny_model(family).config, "type_vocab_size", 0) > 1  # real RoBERTa has 1, DistilBERT none
-    assert names == ["input_ids", "attention_mask"] + ["token_type_ids"] * token_types
-    assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", "sequence"]
+    if family in VISION:
+        assert names == ["pixel_values"]
+        assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim][0] == "batch"
+    else:
+        token_types = getattr(tiny_model(family).config, "type_vocab_size", 0) > 1  # real RoBERTa has 1, DistilBERT none
+        assert names == ["input_ids", "attention_mask"] + ["token_type_ids"] * token_types
+        assert [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim] == ["batch", "sequence"]
     # dynamic axes really are dynamic: a shape never seen at export time
-    b = tiny_batches(1, batch=5, seq=23)[0]
+    b = tiny_batches(1, batch=5, seq=23, model_type=family)[0]
     sess = ort.InferenceSession(str(d / "model.onnx"))
-    feeds = {"input_ids": b["input_ids"].numpy(), "attention_mask": b["attention_mask"].numpy()}
-    if token_types:
+    feeds = {k: b[k].numpy() for k in names if k in b}
+    if "token_type_ids" in names:
         feeds["token_type_ids"] = np.zeros_like(feeds["input_ids"])
     from optin.io import load_pruned
 

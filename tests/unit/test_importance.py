@@ -21,12 +21,13 @@ def _dead_head_model(family):
     return model, a
 
 
-@pytest.mark.parametrize("method", ["optin", "fisher"])
+@pytest.mark.parametrize("method", ["optin", "optin-est", "fisher"])
 def test_dead_head_scores_zero(family, method):
     model, a = _dead_head_model(family)
     s = get_method(method)(a, tiny_batches(), CFG)
     assert s.heads.shape == (3, 4) and s.neurons.shape == (3, 48)
-    assert s.heads[1, 1] == pytest.approx(0.0, abs=1e-9)
+    # zero up to rounding: batched candidate passes round differently from the dense reference
+    assert s.heads[1, 1] <= 1e-6 * s.heads.max()
     assert (s.heads.flatten().sort().values[1:] > 0).all()
 
 
@@ -75,3 +76,33 @@ def test_unknown_method_lists_known():
     with pytest.raises(BadInput, match="fisher"):
         get_method("nope")
     assert {"optin", "fisher", "magnitude", "random"} <= set(METHODS)
+
+
+def test_batched_candidates_match_one_at_a_time(family):
+    """Stacking candidates in one pass changes only rounding, never a score's meaning."""
+    a = adapter_for(tiny_model(family))
+    one = get_method("optin")(a, tiny_batches(), ScoreConfig(group_size=8, rows_per_batch=16, candidates_per_pass=1))
+    many = get_method("optin")(a, tiny_batches(), ScoreConfig(group_size=8, rows_per_batch=16, candidates_per_pass=5))
+    r1, r2 = one.meta["raw"], many.meta["raw"]
+    assert torch.allclose(r1["md"], r2["md"], rtol=1e-4, atol=1e-9)
+    assert torch.allclose(r1["kd"], r2["kd"], rtol=1e-4, atol=1e-9)
+    assert torch.equal(one.heads.argsort(1), many.heads.argsort(1))
+
+
+def _spearman(x, y):
+    rx, ry = (t.flatten().argsort().argsort().double() for t in (x, y))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
+
+
+def test_estimate_tracks_exact_scores(family):
+    """The Gauss-Newton/Hutchinson estimate ranks neurons like exact masking does (exact scoring
+    here uses groups of one neuron), and is deterministic for a seed. Heads, a large perturbation
+    of a tiny random model, are where the linearisation is weakest (checked by the dead-head test)."""
+    a = adapter_for(tiny_model(family))
+    cfg = ScoreConfig(group_size=1, rows_per_batch=16)
+    exact = get_method("optin")(a, tiny_batches(), cfg)
+    est = get_method("optin-est")(a, tiny_batches(), cfg)
+    assert _spearman(est.neurons, exact.neurons) > 0.8
+    again = get_method("optin-est")(a, tiny_batches(), cfg)
+    assert torch.equal(est.neurons, again.neurons) and torch.equal(est.heads, again.heads)

@@ -1,0 +1,131 @@
+"""ViT and DeiT image classifiers (Hugging Face transformers 5.x `ViTForImageClassification`,
+`DeiTForImageClassification`).
+
+Blocks are pre-LayerNorm: x + attn(LN(x)), then x + mlp(LN(x)). Attention reshapes with -1 heads,
+so narrowing q/k/v/o_proj is all a layer needs (num_attention_heads is metadata). A block that
+loses every head adds only o_proj's bias, one that loses every neuron only fc2's bias; the
+LayerNorm in front of an emptied branch has no consumer left and is dropped too.
+
+Tokens: every patch plus [CLS] (DeiT also a distillation token), all real: there is no padding,
+so the valid-token mask is all ones and the sequence length MACs are counted at is fixed by the
+image and patch sizes. The classifier reads the final LayerNorm of [CLS].
+"""
+from __future__ import annotations
+
+import torch
+
+from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough
+from .registry import register
+
+
+class _BiasAttention(BiasOnly):
+    """ViT's layer unpacks (output, weights) from its attention module."""
+
+    def forward(self, x, *args, **kwargs):
+        return super().forward(x), None
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@register
+class ViTAdapter(Adapter):
+    model_types = ("vit",)
+    # the class itself, not AutoModelForImageClassification: for DeiT that maps to two classes
+    # (with and without teacher head) and cannot build from a config that names neither
+    auto_class = "ViTForImageClassification"
+    task_suffix = "ForImageClassification"
+    modality = "image"
+    base = "vit"
+    special_tokens = 1  # [CLS]
+
+    @classmethod
+    def from_config(cls, config):
+        return cls.auto_model()._from_config(config)
+
+    @classmethod
+    def load_processor(cls, path, config):
+        from ..images import ImageProcessor
+
+        return ImageProcessor.for_model(config, path)
+
+    @property
+    def encoder_model(self):
+        return getattr(self.model, self.base)
+
+    def dims(self) -> Dims:
+        c = self.config
+        head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+        return Dims(c.num_hidden_layers, c.num_attention_heads, head_dim, c.hidden_size, c.intermediate_size)
+
+    def layers(self):
+        return list(self.encoder_model.layers)
+
+    def parts(self, i):
+        layer = self.layers()[i]
+        a = layer.attention
+        return LayerParts(a.q_proj, a.k_proj, a.v_proj, a.o_proj, layer.mlp.fc1, layer.mlp.fc2)
+
+    # --- inputs ----------------------------------------------------------------------------
+    def num_patches(self) -> int:
+        (h, w), (ph, pw) = _pair(self.config.image_size), _pair(self.config.patch_size)
+        return (h // ph) * (w // pw)
+
+    def seq_len(self, max_length=None) -> int:
+        return self.num_patches() + self.special_tokens
+
+    def input_names(self):
+        return ["pixel_values"]
+
+    def dynamic_axes(self):
+        return {"pixel_values": {0: "batch"}}
+
+    def random_inputs(self, batch, seq, g, ragged=False):
+        h, w = _pair(self.config.image_size)
+        return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
+
+    def valid_tokens(self, batch):
+        return torch.ones(batch["pixel_values"].shape[0], self.seq_len(), dtype=torch.bool)
+
+    # --- block-wise forward --------------------------------------------------------------------
+    def embed(self, batch):
+        emb = self.encoder_model.embeddings(batch["pixel_values"].to(self.encoder_model.embeddings.cls_token.dtype))
+        return emb, {}  # no padding: no attention mask
+
+    def run_layer(self, i, hidden, ctx):
+        return self.layers()[i](hidden, None)
+
+    def head(self, hidden, ctx):
+        return self.model.classifier(self.encoder_model.layernorm(hidden)[:, 0])
+
+    # --- narrowing -------------------------------------------------------------------------------
+    def set_num_heads(self, i, n):
+        self.layers()[i].attention.num_attention_heads = n
+
+    def empty_attention(self, i):
+        layer = self.layers()[i]
+        layer.attention = _BiasAttention(layer.attention.o_proj.bias, self.config.hidden_size)
+        layer.layernorm_before = PassThrough()
+
+    def empty_ffn(self, i):
+        layer = self.layers()[i]
+        layer.mlp = BiasOnly(layer.mlp.fc2.bias, self.config.hidden_size)
+        layer.layernorm_after = PassThrough()
+
+    def head_macs(self):
+        """Patch embedding (a conv: every patch pixel × channel to hidden) and the classifier, per example."""
+        c = self.config
+        ph, pw = _pair(c.patch_size)
+        return self.num_patches() * c.num_channels * ph * pw * c.hidden_size + c.hidden_size * c.num_labels
+
+
+@register
+class DeiTAdapter(ViTAdapter):
+    """DeiT differs in its prefix and a distillation token beside [CLS]; the classifier still
+    reads [CLS] (DeiTForImageClassification; the WithTeacher variant is not supported)."""
+
+    model_types = ("deit",)
+    auto_class = "DeiTForImageClassification"
+    base = "deit"
+    special_tokens = 2  # [CLS] + distillation

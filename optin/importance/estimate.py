@@ -1,0 +1,97 @@
+"""A fast estimate of the OPTIN trajectory score: `--method optin-est`.
+
+The exact method (trajectory.py) runs one partial forward pass per candidate. Here every head and
+every single FFN neuron is scored from a handful of backward passes, with the same targets:
+
+Each exact term is a squared distance that is zero, with zero gradient, at the dense model:
+MD_z(m) = ‖G_z(m) − G_z(1)‖²/R² and KD(m) = KL(p(1) ‖ p(m)). Its second-order (Gauss-Newton)
+expansion around m = 1 is exact to that order: removing unit u (δm = −e_u) costs
+MD_z(u) ≈ ‖∂G_z/∂m_u‖²/R² and KD(u) ≈ ½ Σ_c p_c (∂ log p_c/∂m_u)² (per example). Both are squared
+Jacobian columns, estimated for all units at once by Hutchinson probes: for random signs v,
+E[(∂(v·G_z)/∂m_u)²] = ‖∂G_z/∂m_u‖². One backward pass per probe and target layer gives every
+unit's term for that layer, so the raw terms have the exact method's shape and are combined by
+the same `combine` (depth modes, λ).
+
+It is a linearisation: a unit whose removal moves the features far from the dense point (a whole
+head, more than one neuron) may be misjudged; bench/estimator.py measures the rank correlation
+and accuracy against exact scoring. The Gram rows are the exact method's, drawn with the same seed.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import distributed
+from ..masking import mask_hooks
+from . import register
+from .trajectory import _gram, rescore, token_rows
+
+PROBES = 8  # Hutchinson probes per target per batch (relative noise ~ sqrt(2 / (probes × batches)))
+
+
+def _signs(shape, gen) -> torch.Tensor:
+    return torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
+
+
+@register("optin-est")
+def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
+    d = adapter.dims()
+    L = d.num_layers
+    hm = torch.ones(L, d.num_heads, requires_grad=True)
+    nm = torch.ones(L, d.ffn_size, requires_grad=True)
+    md_h = torch.zeros(L, d.num_heads, L)   # [layer, unit, target layer z]
+    md_n = torch.zeros(L, d.ffn_size, L)
+    kd_h = torch.zeros(L, d.num_heads)
+    kd_n = torch.zeros(L, d.ffn_size)
+    rows_gen = torch.Generator().manual_seed(cfg.seed)  # the exact method's token rows, in batch order
+    rows = [token_rows(b, cfg.rows_per_batch, rows_gen, adapter.valid_tokens(b)) for b in batches]
+    mine = distributed.shard(range(len(batches)))  # all of them unless launched by torchrun
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+    for p in params:  # gradients only for the masks
+        p.requires_grad_(False)
+
+    def accumulate(target, into_h, into_n, weight):
+        gh, gn = torch.autograd.grad(target, [hm, nm], retain_graph=True)
+        into_h += weight * gh ** 2
+        into_n += weight * gn ** 2
+
+    try:
+        with mask_hooks(adapter) as state:
+            state.set(hm, nm)
+            bar = tqdm(total=len(mine) * probes * (L + 1), desc="trajectory estimate", unit="probe",
+                       disable=not distributed.is_main())
+            for bi in mine:
+                probe_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + bi + 1)  # same on any rank
+                h, ctx = adapter.embed(batches[bi])
+                grams = []
+                for i in range(L):
+                    h = adapter.run_layer(i, h, ctx)
+                    grams.append(_gram(h, rows[bi]))
+                logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
+                w_md = 1.0 / (probes * grams[0].numel())
+                for z in range(L):
+                    for _ in range(probes):
+                        accumulate((_signs(grams[z].shape, probe_gen) * grams[z]).sum(),
+                                   md_h[..., z], md_n[..., z], w_md)
+                        bar.update()
+                # KD: Σ_b Σ_c p_bc (∂ log p_bc)² from signed, sqrt(p)-weighted sums; ½ and batchmean
+                sqrt_p = logp.detach().exp().sqrt()
+                for _ in range(probes):
+                    accumulate((_signs(logp.shape, probe_gen) * sqrt_p * logp).sum(), kd_h, kd_n,
+                               0.5 / (probes * logp.shape[0]))
+                    bar.update()
+            bar.close()
+            state.clear()
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+    distributed.reduce_sum(md_h, md_n, kd_h, kd_n)
+    n = len(batches)
+    units = [(i, "head", [u]) for i in range(L) for u in range(d.num_heads)]
+    units += [(i, "neurons", [u]) for i in range(L) for u in range(d.ffn_size)]
+    raw = {"md": torch.cat([md_h.reshape(-1, L), md_n.reshape(-1, L)]) / n,
+           "kd": torch.cat([kd_h.reshape(-1), kd_n.reshape(-1)]) / n,
+           "layer": torch.tensor([c[0] for c in units]), "kind": [c[1] for c in units],
+           "units": [c[2] for c in units], "proxy": torch.ones(L, d.ffn_size), "dims": d}
+    return rescore(raw, cfg.depth, cfg.lam, meta={"method": "optin-est", "probes": probes})
