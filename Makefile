@@ -57,6 +57,7 @@ bench: install $(BENCH_DEPS)
 	$(BIN)/python bench/kwon.py
 	$(BIN)/python bench/tp_baseline.py
 	$(BIN)/python bench/speed_ort.py
+	$(BIN)/python bench/speed_methods.py
 
 bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py --quick
