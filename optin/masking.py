@@ -69,3 +69,22 @@ def mask_hooks(adapter):
     finally:
         for h in handles:
             h.remove()
+
+
+@contextmanager
+def mask_variables(adapter):
+    """All-ones head [layers, heads] and neuron [layers, ffn] masks that require grad, installed in
+    the hooks, with the model's own parameters frozen meanwhile: gradients reach only the masks."""
+    d = adapter.dims()
+    hm = torch.ones(d.num_layers, d.num_heads, requires_grad=True)
+    nm = torch.ones(d.num_layers, d.ffn_size, requires_grad=True)
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with mask_hooks(adapter) as state:
+            state.set(hm, nm)
+            yield hm, nm
+    finally:
+        for p in params:
+            p.requires_grad_(True)

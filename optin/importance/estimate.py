@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..masking import mask_hooks
+from ..masking import mask_variables
 from . import register
 from .trajectory import _gram, rescore, token_rows
 
@@ -38,8 +38,6 @@ def _signs(shape, gen) -> torch.Tensor:
 def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
     d = adapter.dims()
     L = d.num_layers
-    hm = torch.ones(L, d.num_heads, requires_grad=True)
-    nm = torch.ones(L, d.ffn_size, requires_grad=True)
     md_h = torch.zeros(L, d.num_heads, L)   # [layer, unit, target layer z]
     md_n = torch.zeros(L, d.ffn_size, L)
     kd_h = torch.zeros(L, d.num_heads)
@@ -47,45 +45,35 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
     rows_gen = torch.Generator().manual_seed(cfg.seed)  # the exact method's token rows, in batch order
     rows = [token_rows(b, cfg.rows_per_batch, rows_gen, adapter.valid_tokens(b)) for b in batches]
     mine = distributed.shard(range(len(batches)))  # all of them unless launched by torchrun
-    params = [p for p in adapter.model.parameters() if p.requires_grad]
-    for p in params:  # gradients only for the masks
-        p.requires_grad_(False)
+    with mask_variables(adapter) as (hm, nm):
+        def accumulate(target, into_h, into_n, weight):
+            gh, gn = torch.autograd.grad(target, [hm, nm], retain_graph=True)
+            into_h += weight * gh ** 2
+            into_n += weight * gn ** 2
 
-    def accumulate(target, into_h, into_n, weight):
-        gh, gn = torch.autograd.grad(target, [hm, nm], retain_graph=True)
-        into_h += weight * gh ** 2
-        into_n += weight * gn ** 2
-
-    try:
-        with mask_hooks(adapter) as state:
-            state.set(hm, nm)
-            bar = tqdm(total=len(mine) * probes * (L + 1), desc="trajectory estimate", unit="probe",
-                       disable=not distributed.is_main())
-            for bi in mine:
-                probe_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + bi + 1)  # same on any rank
-                h, ctx = adapter.embed(batches[bi])
-                grams = []
-                for i in range(L):
-                    h = adapter.run_layer(i, h, ctx)
-                    grams.append(_gram(h, rows[bi]))
-                logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
-                w_md = 1.0 / (probes * grams[0].numel())
-                for z in range(L):
-                    for _ in range(probes):
-                        accumulate((_signs(grams[z].shape, probe_gen) * grams[z]).sum(),
-                                   md_h[..., z], md_n[..., z], w_md)
-                        bar.update()
-                # KD: Σ_b Σ_c p_bc (∂ log p_bc)² from signed, sqrt(p)-weighted sums; ½ and batchmean
-                sqrt_p = logp.detach().exp().sqrt()
+        bar = tqdm(total=len(mine) * probes * (L + 1), desc="trajectory estimate", unit="probe",
+                   disable=not distributed.is_main())
+        for bi in mine:
+            probe_gen = torch.Generator().manual_seed(cfg.seed * 100_003 + bi + 1)  # same on any rank
+            h, ctx = adapter.embed(batches[bi])
+            grams = []
+            for i in range(L):
+                h = adapter.run_layer(i, h, ctx)
+                grams.append(_gram(h, rows[bi]))
+            logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
+            w_md = 1.0 / (probes * grams[0].numel())
+            for z in range(L):
                 for _ in range(probes):
-                    accumulate((_signs(logp.shape, probe_gen) * sqrt_p * logp).sum(), kd_h, kd_n,
-                               0.5 / (probes * logp.shape[0]))
+                    accumulate((_signs(grams[z].shape, probe_gen) * grams[z]).sum(),
+                               md_h[..., z], md_n[..., z], w_md)
                     bar.update()
-            bar.close()
-            state.clear()
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+            # KD: Σ_b Σ_c p_bc (∂ log p_bc)² from signed, sqrt(p)-weighted sums; ½ and batchmean
+            sqrt_p = logp.detach().exp().sqrt()
+            for _ in range(probes):
+                accumulate((_signs(logp.shape, probe_gen) * sqrt_p * logp).sum(), kd_h, kd_n,
+                           0.5 / (probes * logp.shape[0]))
+                bar.update()
+        bar.close()
     distributed.reduce_sum(md_h, md_n, kd_h, kd_n)
     n = len(batches)
     units = [(i, "head", [u]) for i in range(L) for u in range(d.num_heads)]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
-from ..masking import mask_hooks
+from ..masking import mask_variables
 from . import Scores, register
 
 
@@ -25,23 +25,12 @@ def single_examples(batches):
 def mask_gradients(adapter, batches, desc: str = "mask gradients"):
     """Per calibration example: gradients of its labelled cross-entropy with respect to the head
     mask [layers, heads] and the neuron mask [layers, ffn], both all ones (the dense model)."""
-    d = adapter.dims()
-    hm = torch.ones(d.num_layers, d.num_heads, requires_grad=True)
-    nm = torch.ones(d.num_layers, d.ffn_size, requires_grad=True)
-    params = [p for p in adapter.model.parameters() if p.requires_grad]
-    for p in params:  # gradients only for the masks
-        p.requires_grad_(False)
     total = sum(len(b["labels"]) for b in batches)
-    try:
-        with mask_hooks(adapter) as state:
-            state.set(hm, nm)
-            for ex in tqdm(single_examples(batches), total=total, desc=desc, unit="ex"):
-                loss = torch.nn.functional.cross_entropy(adapter.forward(ex), ex["labels"])
-                gh, gn = torch.autograd.grad(loss, [hm, nm])
-                yield gh.detach(), gn.detach()
-    finally:
-        for p in params:
-            p.requires_grad_(True)
+    with mask_variables(adapter) as (hm, nm):
+        for ex in tqdm(single_examples(batches), total=total, desc=desc, unit="ex"):
+            loss = torch.nn.functional.cross_entropy(adapter.forward(ex), ex["labels"])
+            gh, gn = torch.autograd.grad(loss, [hm, nm])
+            yield gh.detach(), gn.detach()
 
 
 @register("fisher")
