@@ -1,0 +1,3 @@
+"""Model families that transformers does not ship, written as small Hugging Face models so that
+loading, saving, narrowing and export treat them like any other (importing registers them)."""
+from . import efficientnet_lite  # noqa: F401
