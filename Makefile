@@ -58,6 +58,8 @@ bench: install $(BENCH_DEPS)
 	$(BIN)/python bench/tp_baseline.py
 	$(BIN)/python bench/speed_ort.py
 	$(BIN)/python bench/speed_methods.py
+	$(BIN)/python bench/speed_tp.py
+	$(BIN)/python bench/tokens.py --budgets 0.4,0.5,0.6,0.7 --shares 0,0.25,0.5,1
 
 bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py --quick
@@ -65,6 +67,8 @@ bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/ablate_calib_group.py --quick
 	$(BIN)/python bench/kwon.py --quick
 	$(BIN)/python bench/tp_baseline.py --quick
+	$(BIN)/python bench/speed_tp.py --quick
+	$(BIN)/python bench/tokens.py --quick
 
 bench-speed: install
 	$(BIN)/python bench/speed_ort.py

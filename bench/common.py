@@ -83,3 +83,81 @@ def plot_accuracy(rows, dense, path, title, x="budget", xlabel="MACs kept (fract
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --- ONNX Runtime speed of a pruned folder against dense (speed_methods.py, speed_tp.py) ---------
+SPEED_BATCH = 8    # batch 8 × SEQ real tokens, the deployment shape of every speed table
+SPEED_THREADS = 2  # ONNX Runtime intra-op threads, no spinning (export.engines.EngineConfig)
+QUIET = lambda *_: None  # noqa: E731
+
+
+def method_model(S, name, budget, align=1):
+    """Our method `name`'s mask at `budget` (cached scores on S's calibration set), physically
+    narrowed on a copy of S's model: (model, spec)."""
+    import copy
+
+    from optin.narrow import narrow
+    from optin.spec import PruneSpec
+
+    ad = S["adapter"]
+    scores = scores_cached(ad, S["calib"], name, ScoreConfig(), {"optin": "g32-c128"}.get(name, "c128"))
+    r = mask_for(ad, scores, budget, align)
+    spec = PruneSpec.from_masks(S["model"].config.model_type, r.head_mask, r.neuron_mask)
+    m = copy.deepcopy(S["model"])
+    narrow(adapter_for(m), spec)
+    return m, spec
+
+
+def save_for_export(model, tok, spec, out_dir):
+    """The pruned folder (narrowed weights, spec.json, tokenizer, optin.json) that export_onnx,
+    open_pair and model_macs read; load_pruned rebuilds it as narrow(skeleton, spec) + these weights."""
+    from optin.io import save_pruned
+
+    save_pruned(model, tok, spec, out_dir, extra={"seq_len": SEQ, "max_length": SEQ,
+                                                  "source": resolve_model("minilm-rt"), "data": "rotten-tomatoes"})
+
+
+def time_vs_dense(model_dir, iters, against="minilm-rt", batch=SPEED_BATCH, seq=SEQ):
+    """Export `model_dir` with parity, then time it against the dense model, interleaved, with ONNX
+    Runtime CPU (SPEED_THREADS threads, batch × seq real tokens or images, 20 warm-up pairs).
+    `against`: a zoo name (the dense model is exported into model_dir/dense) or a folder already
+    exported (the dense_dir returned by an earlier call, to export dense once).
+    Returns (row fields, dense_dir)."""
+    from export.engines import EngineConfig
+    from export.onnx import export_onnx
+    from export.samples import fixed_inputs
+    from profiling.latency import ProfileConfig, compare, model_macs, open_pair
+
+    exp = export_onnx(model_dir, log=QUIET)
+    pair = open_pair(model_dir, ProfileConfig(batch=batch, seq=seq, iters=iters, against=against,
+                                              engine=EngineConfig(threads=SPEED_THREADS)), log=QUIET)
+    inputs, _ = fixed_inputs(pair.loaded, batch, seq)
+    c = compare(pair.dense, pair.target, inputs, iters=iters, warmup=20)
+    dense_macs, _ = model_macs(pair.dense_dir, seq)
+    pruned_macs, _ = model_macs(model_dir, seq)
+    row = {"mac_ratio": pruned_macs / dense_macs, "mac_implied": dense_macs / pruned_macs, "speedup": c["speedup"],
+           "dense_ms": c["a"]["latency_ms"]["median"], "pruned_ms": c["b"]["latency_ms"]["median"],
+           "cv": [c["a"]["cv"], c["b"]["cv"]], "parity": exp["parity"]["max_abs_diff"]}
+    return row, pair.dense_dir
+
+
+def plot_speed(rows, path, title=None, ref_rows=()):
+    """Measured speedup against MACs kept, one line per method (ref_rows dotted), 1 / ratio dashed."""
+    from optin.plots import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for rs, style in ((rows, "-"), (ref_rows, ":")):
+        for name in dict.fromkeys(r["method"] for r in rs):
+            pts = [r for r in rs if r["method"] == name]
+            ax.plot([p["mac_ratio"] for p in pts], [p["speedup"] for p in pts], marker="o", ls=style, label=name)
+    xs = sorted({r["mac_ratio"] for r in list(rows) + list(ref_rows)})
+    ax.plot(xs, [1 / x for x in xs], color="gray", ls="--", label="MAC-implied (1 / ratio)")
+    ax.set_xlabel("MACs kept (fraction of dense)")
+    ax.set_ylabel(f"speedup over dense (ORT CPU, b{SPEED_BATCH} × s{SEQ}, interleaved)")
+    if title:
+        ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

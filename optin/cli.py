@@ -24,6 +24,9 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="tokens per example; MACs are counted at this length (default: model's, else 128; "
                    "images: patches + [CLS], fixed)")
     p.add_argument("--align", type=int, default=1, help="keep FFN widths at multiples of N")
+    p.add_argument("--token-share", type=float, default=0.0,
+                   help="ViT/DeiT: part of the MAC reduction taken by dropping tokens, 0-1 (default 0: heads "
+                        "and neurons only); the rest comes from heads and neurons")
     p.add_argument("--group-size", type=int, default=32, help="neurons scored together (exact optin)")
     p.add_argument("--lam", type=float, default=0.1, help="KD weight λ in the trajectory score (optin)")
     p.add_argument("--depth", default="normalized", help="trajectory combination: normalized, sum, mean, final")
@@ -42,7 +45,7 @@ def _prune_config(a):
     from .prune import PruneConfig
 
     return PruneConfig(flops=a.flops, method=a.method, seed=a.seed, calib=a.calib, batch_size=a.batch_size,
-                       max_length=a.max_length, align=a.align, eval_limit=a.eval_limit, fvcore=not a.no_fvcore,
+                       max_length=a.max_length, align=a.align, token_share=a.token_share, eval_limit=a.eval_limit, fvcore=not a.no_fvcore,
                        score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth))
 
 

@@ -27,13 +27,21 @@ class MaskState:
         self.set(None, None)
 
 
-def _head_hook(state: MaskState, i: int, head_dim: int):
+def _per_example(m: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A [batch, units] mask for inputs whose leading dimension holds several rows per example:
+    windowed attention (Swin) folds each example's windows into it, batch-major."""
+    if m.dim() == 2 and x.shape[0] != m.shape[0] and x.shape[0] % m.shape[0] == 0:
+        m = m.repeat_interleave(x.shape[0] // m.shape[0], 0)
+    return m
+
+
+def _head_hook(state: MaskState, i: int, head_dim: int, heads: int):
     def hook(module, args):
         m = state.heads[i]
         if m is None:
             return None
         x = args[0]
-        m = m.to(x.dtype)
+        m = _per_example(m[..., :heads].to(x.dtype), x)  # the layer's own heads of a [.., max] mask
         # [heads], or [batch, heads] when each example carries its own mask (batched scoring)
         m = m[:, None] if m.dim() == 1 else m.view(m.shape[0], *[1] * (x.dim() - 2), -1, 1)
         shaped = x.view(*x.shape[:-1], -1, head_dim) * m
@@ -41,13 +49,13 @@ def _head_hook(state: MaskState, i: int, head_dim: int):
     return hook
 
 
-def _neuron_hook(state: MaskState, i: int):
+def _neuron_hook(state: MaskState, i: int, neurons: int):
     def hook(module, args):
         m = state.neurons[i]
         if m is None:
             return None
         x = args[0]
-        m = m.to(x.dtype)
+        m = _per_example(m[..., :neurons].to(x.dtype), x)
         if m.dim() == 2:  # [batch, neurons]: a mask per example
             m = m.view(m.shape[0], *[1] * (x.dim() - 2), -1)
         return (x * m,) + tuple(args[1:])
@@ -63,8 +71,9 @@ def mask_hooks(adapter):
     try:
         for i in range(dims.num_layers):
             p = adapter.parts(i)
-            handles.append(p.o.register_forward_pre_hook(_head_hook(state, i, dims.head_dim)))
-            handles.append(p.ffn_out.register_forward_pre_hook(_neuron_hook(state, i)))
+            handles.append(p.o.register_forward_pre_hook(
+                _head_hook(state, i, dims.layer_head_dim[i], dims.layer_heads[i])))
+            handles.append(p.ffn_out.register_forward_pre_hook(_neuron_hook(state, i, dims.layer_ffn[i])))
         yield state
     finally:
         for h in handles:
@@ -74,7 +83,8 @@ def mask_hooks(adapter):
 @contextmanager
 def mask_variables(adapter):
     """All-ones head [layers, heads] and neuron [layers, ffn] masks that require grad, installed in
-    the hooks, with the model's own parameters frozen meanwhile: gradients reach only the masks."""
+    the hooks, with the model's own parameters frozen meanwhile: gradients reach only the masks
+    (and are zero for units beyond a layer's own width)."""
     d = adapter.dims()
     hm = torch.ones(d.num_layers, d.num_heads, requires_grad=True)
     nm = torch.ones(d.num_layers, d.ffn_size, requires_grad=True)

@@ -25,29 +25,58 @@ def _slice_linear(lin: nn.Linear, idx: torch.Tensor, dim: int) -> None:
         lin.in_features = len(idx)
 
 
+def _check(spec: PruneSpec, dims) -> None:
+    """The spec must be made for this model: same layers, same dense widths in every layer."""
+    heads, ffn = spec.dense_widths()
+    if len(spec.heads) != dims.num_layers or heads != dims.layer_heads or ffn != dims.layer_ffn:
+        def shape(L, h, f):
+            return f"{L} layers × {h[0] if len(set(h)) == 1 else list(h)} heads × " \
+                   f"{f[0] if len(set(f)) == 1 else list(f)} neurons"
+        raise BadInput(f"spec is for {shape(len(spec.heads), heads, ffn)}, the model has "
+                       f"{shape(dims.num_layers, dims.layer_heads, dims.layer_ffn)}; use the spec made for this model")
+    for i in range(dims.num_layers):
+        if any(not 0 <= h < heads[i] for h in spec.heads[i]) or any(not 0 <= n < ffn[i] for n in spec.neurons[i]):
+            raise BadInput(f"spec layer {i} keeps a head or neuron the layer does not have "
+                           f"({heads[i]} heads, {ffn[i]} neurons); use the spec made for this model")
+
+
 def narrow(adapter, spec: PruneSpec) -> nn.Module:
     """Narrow adapter.model in place to `spec`; returns the model."""
     dims = adapter.dims()
-    if len(spec.heads) != dims.num_layers or spec.num_heads != dims.num_heads or spec.ffn_size != dims.ffn_size:
-        raise BadInput(f"spec is for {len(spec.heads)} layers × {spec.num_heads} heads × {spec.ffn_size} neurons, "
-                       f"the model has {dims.num_layers} × {dims.num_heads} × {dims.ffn_size}; "
-                       "use the spec made for this model")
+    _check(spec, dims)
     for i in range(dims.num_layers):
         heads, neurons = list(spec.heads[i]), list(spec.neurons[i])
         p = adapter.parts(i)
         if not heads:
             adapter.empty_attention(i)
-        elif len(heads) < dims.num_heads:
-            cols = torch.tensor([h * dims.head_dim + j for h in heads for j in range(dims.head_dim)])
+        elif len(heads) < dims.layer_heads[i]:
+            hd = dims.layer_head_dim[i]
+            cols = torch.tensor([h * hd + j for h in heads for j in range(hd)])
             for lin in (p.q, p.k, p.v):
                 _slice_linear(lin, cols, 0)
             _slice_linear(p.o, cols, 1)
+            adapter.keep_head_params(i, heads)
             adapter.set_num_heads(i, len(heads))
         if not neurons:
             adapter.empty_ffn(i)
-        elif len(neurons) < dims.ffn_size:
+        elif len(neurons) < dims.layer_ffn[i]:
             idx = torch.tensor(neurons)
             _slice_linear(p.ffn_in, idx, 0)
             _slice_linear(p.ffn_out, idx, 1)
+    if spec.tokens is not None:
+        _keep_tokens(adapter, spec.tokens)
     adapter.model.config.optin_pruned = True
     return adapter.model
+
+
+def _keep_tokens(adapter, tokens) -> None:
+    """Give each block the rows of its token set within the previous block's set."""
+    from .tokens import check_schedule
+
+    check_schedule(adapter, tokens)
+    prev = list(range(adapter.seq_len(None)))
+    for i, keep in enumerate(tokens):
+        if len(keep) < len(prev):
+            where = {p: r for r, p in enumerate(prev)}
+            adapter.keep_tokens(i, torch.tensor([where[p] for p in keep]))
+        prev = list(keep)

@@ -11,19 +11,22 @@ def _plt():
     return plt
 
 
-def kept_widths(spec, path: str, title: str) -> None:
-    """Per-layer kept heads and neurons as a fraction of the dense width."""
+def kept_widths(spec, path: str, title: str, dense_tokens: int | None = None) -> None:
+    """Per-layer kept heads and neurons (and tokens, when some were dropped) as a fraction of dense."""
     plt = _plt()
     layers = range(len(spec.heads))
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    w = 0.4
-    ax.bar([i - w / 2 for i in layers], [h / spec.num_heads for h in spec.kept_heads], w,
-           label=f"heads (of {spec.num_heads})")
-    ax.bar([i + w / 2 for i in layers], [n / spec.ffn_size for n in spec.kept_neurons], w,
-           label=f"FFN neurons (of {spec.ffn_size})")
-    for i, (h, n) in enumerate(zip(spec.kept_heads, spec.kept_neurons)):
-        ax.text(i - w / 2, h / spec.num_heads + 0.01, str(h), ha="center", fontsize=7)
-        ax.text(i + w / 2, n / spec.ffn_size + 0.01, str(n), ha="center", fontsize=7)
+    dense_h, dense_n = spec.dense_widths()  # each layer's own dense width (Swin stages differ)
+    series = [(spec.kept_heads, dense_h, "heads"), (spec.kept_neurons, dense_n, "FFN neurons")]
+    if spec.tokens is not None and dense_tokens:
+        series.append((spec.kept_tokens(dense_tokens), [dense_tokens] * len(spec.heads), "tokens"))
+    w = 0.8 / len(series)
+    for k, (kept, dense, name) in enumerate(series):
+        x = [i + (k - (len(series) - 1) / 2) * w for i in layers]
+        of = dense[0] if len(set(dense)) == 1 else "the layer's"
+        ax.bar(x, [v / d for v, d in zip(kept, dense)], w, label=f"{name} (of {of})")
+        for xi, v, d in zip(x, kept, dense):
+            ax.text(xi, v / d + 0.01, str(v), ha="center", fontsize=7)
     ax.set_xticks(list(layers))
     ax.set_xlabel("layer")
     ax.set_ylabel("kept fraction")

@@ -29,6 +29,7 @@ class PruneConfig:
     batch_size: int = 32
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int = 1
+    token_share: float = 0.0       # part of the MAC reduction taken by dropping tokens (ViT/DeiT; optin.tokens)
     eval_limit: int | None = None  # cap on test examples (None: the whole test split)
     fvcore: bool = True
     score: ScoreConfig = field(default_factory=ScoreConfig)
@@ -38,6 +39,9 @@ class PruneConfig:
             raise BadInput(f"--flops must be in (0, 1] (fraction of dense MACs kept), got {self.flops}")
         if self.calib < 1 or self.batch_size < 1:
             raise BadInput("--calib and --batch-size must be positive")
+        if not 0 <= self.token_share <= 1:
+            raise BadInput(f"--token-share must be in [0, 1] (part of the MAC reduction taken by tokens), "
+                           f"got {self.token_share}")
         if self.max_length is not None and self.max_length < 2:
             raise BadInput(f"--max-length must be at least 2, got {self.max_length}")
 
@@ -49,11 +53,46 @@ def _model_max_length(path: str) -> int:
     return DEFAULT_MAX_LENGTH
 
 
-def cost_model_for(adapter, seq_len: int):
+def cost_model_for(adapter, seq_len: int, tokens=None):
+    """MACs per example; tokens: tokens entering each block when some were dropped (spec.kept_tokens)."""
     from profiling.macs import mac_cost_model
 
     d = adapter.dims()
-    return mac_cost_model(d.num_layers, d.hidden, d.head_dim, adapter.seq_len(seq_len), adapter.head_macs())
+    n = adapter.layer_tokens(seq_len) if tokens is None else list(tokens)
+    # each layer at its own width and token count (Swin stages), windowed attention where the family has it
+    return mac_cost_model(d.num_layers, d.layer_hidden, d.layer_head_dim, n, adapter.head_macs(),
+                          adapter.attention_keys())
+
+
+def _token_step(adapter, batches, cfg: PruneConfig, seq: int, dense_macs: int):
+    """Score token positions (every rank; optin.tokens) and, on rank 0, plan the schedule."""
+    from .tokens import token_scores
+
+    if not adapter.token_reduction:
+        raise BadInput(f"--token-share applies to ViT/DeiT image classifiers, not {adapter.config.model_type}; "
+                       "drop --token-share")
+    t = time.time()
+    scores, _ = token_scores(adapter, batches, cfg.score)
+    if not distributed.is_main():
+        return None, None
+    kept, info = token_plan(adapter, scores, seq, dense_macs, cfg.flops, cfg.token_share)
+    return kept, {**info, "scoring_s": time.time() - t}
+
+
+def token_plan(adapter, scores, seq: int, dense_macs: int, flops: float, share: float):
+    """The token schedule that takes `share` of the MAC reduction (1 − flops) at dense head and
+    neuron widths. Returns (kept positions per block, what the report records)."""
+    from .tokens import schedule
+
+    d = adapter.dims()
+
+    def macs(counts):
+        return cost_model_for(adapter, seq, counts).total(d.layer_heads, d.layer_ffn)
+
+    kept = schedule(scores, adapter.special_tokens, macs, dense_macs * (1 - share * (1 - flops)))
+    counts = [len(k) for k in kept]
+    return kept, {"share": share, "dense": adapter.seq_len(seq), "kept": counts,
+                  "mac_ratio_tokens_only": macs(counts) / dense_macs}
 
 
 def fvcore_count(model, seq_len: int, ops=None) -> int:
@@ -128,11 +167,14 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     path, model, tok, adapter, seq, calib_b, test_b, ds = prepare(model_spec, data_spec, cfg, log)
     dims = adapter.dims()
     costs = cost_model_for(adapter, seq)
-    dense_macs = int(costs.total([dims.num_heads] * dims.num_layers, [dims.ffn_size] * dims.num_layers))
+    dense_macs = int(costs.total(dims.layer_heads, dims.layer_ffn))
 
     acc_dense = accuracy(model, test_b, "dense accuracy") if distributed.is_main() else None
     t1 = time.time()
     scores = method(adapter, calib_b, cfg.score)
+    if latency is not None and cfg.token_share:
+        raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
+    kept_tokens, token_info = _token_step(adapter, calib_b, cfg, seq, dense_macs) if cfg.token_share else (None, None)
     t2 = time.time()
     if not distributed.is_main():
         distributed.finish()
@@ -141,8 +183,10 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     retune = None
     c_type = model.config.model_type
     if latency is None:
+        if kept_tokens is not None:  # heads and neurons are costed at the reduced token counts
+            costs = cost_model_for(adapter, seq, [len(k) for k in kept_tokens])
         res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, cfg.align)
-        spec = PruneSpec.from_masks(c_type, res.head_mask, res.neuron_mask)
+        spec = PruneSpec.from_masks(c_type, res.head_mask, res.neuron_mask, kept_tokens, dims=dims)
     else:
         from .retune import latency_search
 
@@ -165,7 +209,11 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
         "accuracy": {"dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"],
                      "dense_ci95": acc_dense["ci95"], "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"]},
         "kept": {"heads": spec.kept_heads, "neurons": spec.kept_neurons,
-                 "dense_heads": dims.num_heads, "dense_neurons": dims.ffn_size},
+                 "dense_heads": dims.num_heads if dims.uniform else list(dims.layer_heads),
+                 "dense_neurons": dims.ffn_size if dims.uniform else list(dims.layer_ffn),
+                 "tokens": adapter.layer_tokens(seq) if spec.tokens is None else spec.kept_tokens(seq),
+                 "dense_tokens": seq},
+        "tokens": token_info,
         "seconds": {"scoring": t2 - t1, "search": t3 - t2, "total": t4 - t0},
         "seed": cfg.seed, "config": _config_dict(cfg), "calibration_examples": sum(len(b["labels"]) for b in calib_b),
         "scoring": {**{k: v for k, v in scores.meta.items() if k != "raw"}, "processes": distributed.world()},
@@ -175,7 +223,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     with staged_dir(out) as tmp:
         save_pruned(model, tok, spec, tmp, extra=extra)
         kept_widths(spec, os.path.join(tmp, "kept_widths.png"),
-                    f"{model_spec} @ {macs['ratio']:.2f} MACs ({cfg.method}): kept units per layer")
+                    f"{model_spec} @ {macs['ratio']:.2f} MACs ({cfg.method}): kept units per layer", seq)
         write_json(os.path.join(tmp, "report.json"), report)
     distributed.finish()
     log(summary(report))
@@ -194,4 +242,5 @@ def summary(r: dict) -> str:
     return (f"optin prune: {r['model']} {r['method']} @ {goal}: "
             f"MACs {m['dense'] / 1e6:.1f}M → {m['pruned'] / 1e6:.1f}M ({m['ratio']:.1%}, seq {m['seq_len']}); "
             f"accuracy {a['dense']:.2%} → {a['pruned']:.2%} (±{a['pruned_ci95']:.1%}, n={a['test_examples']}); "
-            f"heads {r['kept']['heads']} neurons {r['kept']['neurons']}; {r['seconds']['total']:.0f} s")
+            f"heads {r['kept']['heads']} neurons {r['kept']['neurons']}"
+            + (f" tokens {r['kept']['tokens']}" if r.get("tokens") else "") + f"; {r['seconds']['total']:.0f} s")

@@ -50,6 +50,10 @@ class FisherBlocks:
     examples: int
     heads_alpha: torch.Tensor | None = None
     neurons_alpha: torch.Tensor | None = None
+    # [L, U] bool: the units each layer has (Dims.present); None: all. Rearrangement re-chooses
+    # only among them, so a unit beyond a narrower layer's width is never kept.
+    heads_present: torch.Tensor | None = None
+    neurons_present: torch.Tensor | None = None
 
     def matrices(self, shrink: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(heads, neurons) blocks, shrunk toward their diagonal by `*_alpha` if asked."""
@@ -93,7 +97,7 @@ def fisher_blocks(adapter, batches) -> FisherBlocks:
     gh = torch.stack([g[0].double() for g in grads])  # [N, L, H]
     gn = torch.stack([g[1].double() for g in grads])  # [N, L, F]
     return FisherBlocks(torch.einsum("nlu,nlv->luv", gh, gh), torch.einsum("nlu,nlv->luv", gn, gn), total,
-                        _shrinkage(gh), _shrinkage(gn))
+                        _shrinkage(gh), _shrinkage(gn), *adapter.dims().present())
 
 
 # --- rearrangement ---------------------------------------------------------------------------
@@ -138,21 +142,23 @@ def _swap(block: torch.Tensor, r: torch.Tensor, max_swaps: int) -> torch.Tensor:
     return r
 
 
-def _rearrange_layers(mask: torch.Tensor, blocks: torch.Tensor, max_swaps: int | None) -> torch.Tensor:
+def _rearrange_layers(mask: torch.Tensor, blocks: torch.Tensor, max_swaps: int | None,
+                      present: torch.Tensor | None = None) -> torch.Tensor:
     out = mask.clone()
     for i in range(mask.shape[0]):
-        keep = mask[i] > 0
+        units = torch.arange(mask.shape[1]) if present is None else present[i].nonzero().flatten()
+        keep = mask[i, units] > 0
         U, n_remove = keep.numel(), int((~keep).sum())
         if n_remove in (0, U):
             continue
-        I = blocks[i]
+        I = blocks[i][units][:, units]
         swaps = U if max_swaps is None else max_swaps
         # refine both the search's choice and the greedy one; the search's wins ties, so the
         # result never scores worse than the input
         cands = [_swap(I, ~keep, swaps), _swap(I, _greedy(I, n_remove), swaps)]
         costs = [float(r.double() @ I @ r.double()) for r in cands]
         best = cands[min(range(len(cands)), key=lambda j: (costs[j], j))]
-        out[i] = (~best).to(mask.dtype)
+        out[i, units] = (~best).to(mask.dtype)
     return out
 
 
@@ -187,7 +193,8 @@ def rearrange(head_mask, neuron_mask, blocks: FisherBlocks, shrink: bool = True,
                        f"{tuple(blocks.neurons.shape[:2])} neurons, the masks are {tuple(head_mask.shape)} and "
                        f"{tuple(neuron_mask.shape)}; compute the blocks on the same (dense) model")
     bh, bn = blocks.matrices(shrink)
-    new_h, new_n = _rearrange_layers(head_mask, bh, max_swaps), _rearrange_layers(neuron_mask, bn, max_swaps)
+    new_h = _rearrange_layers(head_mask, bh, max_swaps, blocks.heads_present)
+    new_n = _rearrange_layers(neuron_mask, bn, max_swaps, blocks.neurons_present)
     if verify is None:
         return new_h, new_n
     hm, nm = head_mask.clone(), neuron_mask.clone()
@@ -296,9 +303,9 @@ def _walk(adapter, batches, head_mask, neuron_mask, scales, cfg: TuneConfig | No
     dense_h = [h for h, _ in inputs]
     pruned_h = list(dense_h)
     ctxs = [c for _, c in inputs]
-    valid = [adapter.valid_tokens(b) for b in batches]
     with mask_hooks(adapter) as state:
         for i in tqdm(range(d.num_layers), desc=desc, unit="layer"):
+            valid = [adapter.valid_tokens(b, i) for b in batches]  # the tokens block i runs on
             p = adapter.parts(i)
             taps = (_Tap(p.o), _Tap(p.ffn_out))
             try:
@@ -307,8 +314,8 @@ def _walk(adapter, batches, head_mask, neuron_mask, scales, cfg: TuneConfig | No
                 for j in range(len(batches)):
                     dense_h[j] = adapter.run_layer(i, dense_h[j], ctxs[j])
                     targets.append([_tokens(t.y, valid[j]) for t in taps])
-                for k, (lin, keep, width) in enumerate(((p.o, head_mask[i] > 0, d.head_dim),
-                                                        (p.ffn_out, neuron_mask[i] > 0, 1))):
+                for k, (lin, keep, width) in enumerate(((p.o, head_mask[i, :d.layer_heads[i]] > 0, d.layer_head_dim[i]),
+                                                        (p.ffn_out, neuron_mask[i, :d.layer_ffn[i]] > 0, 1))):
                     bias = lin.bias.detach() if lin.bias is not None else 0.0
                     eq = _Normal(lin, keep, width)
                     # the sublayer's own mask is binary while its features are collected; the FFN
@@ -359,10 +366,10 @@ def fold(adapter, head_scale, neuron_scale):
     d = adapter.dims()
     for i in range(d.num_layers):
         p = adapter.parts(i)
-        if getattr(p.o, "in_features", None) != d.num_heads * d.head_dim or \
-                getattr(p.ffn_out, "in_features", None) != d.ffn_size:
+        H, hd, F = d.layer_heads[i], d.layer_head_dim[i], d.layer_ffn[i]
+        if getattr(p.o, "in_features", None) != H * hd or getattr(p.ffn_out, "in_features", None) != F:
             raise BadInput(f"layer {i} is already narrowed; fold the scales before narrowing")
         w = p.o.weight
-        w.copy_((w.view(w.shape[0], d.num_heads, d.head_dim) * head_scale[i].to(w)[None, :, None]).view_as(w))
-        p.ffn_out.weight.mul_(neuron_scale[i].to(p.ffn_out.weight)[None, :])
+        w.copy_((w.view(w.shape[0], H, hd) * head_scale[i, :H].to(w)[None, :, None]).view_as(w))
+        p.ffn_out.weight.mul_(neuron_scale[i, :F].to(p.ffn_out.weight)[None, :])
     return adapter.model

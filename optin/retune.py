@@ -1,7 +1,8 @@
 """Latency re-tune: search the mask under a *measured* latency budget instead of a MAC budget.
 
 1. A latency table of the backend at the deployment shape (profiling.latency_table: one block's
-   attention by kept heads and FFN by kept neurons) gives per-unit costs in milliseconds.
+   attention by kept heads and FFN by kept neurons) gives per-unit costs in milliseconds; where
+   block shapes differ across layers (Swin stages, windowed attention) there is one per shape.
 2. The mask search (optin.search, unchanged) keeps the most important units whose predicted
    latency is at most dense / target.
 3. The narrowed model is exported and measured against the dense one, interleaved. If the
@@ -67,10 +68,17 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
     target.check()
     d = adapter.dims()
     log(f"optin retune: latency table on {target.backend} at batch {target.batch} × seq {target.seq}")
-    table = block_table(d.hidden, d.head_dim, d.num_heads, d.ffn_size, target.batch, adapter.seq_len(target.seq))
-    lat = latency_cost_model(table, d.num_layers)
+    # one table per distinct block shape: one for a uniform model, one per stage for Swin
+    n, keys = adapter.layer_tokens(target.seq), adapter.attention_keys()
+    shapes = [(d.layer_hidden[i], d.layer_head_dim[i], d.layer_heads[i], d.layer_ffn[i], n[i], keys[i])
+              for i in range(d.num_layers)]
+    tables = {s: block_table(*s[:4], target.batch, s[4], keys=s[5]) for s in dict.fromkeys(shapes)}
+    lat = latency_cost_model([tables[s] for s in shapes])
+    table = next(iter(tables.values())) if len(tables) == 1 else [
+        {"hidden": s[0], "head_dim": s[1], "heads": s[2], "ffn": s[3], "keys": s[5],
+         "layers": [i for i, t in enumerate(shapes) if t == s], **t} for s, t in tables.items()]
     macs = cost_model_for(adapter, target.seq)
-    full = ([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers)
+    full = (d.layer_heads, d.layer_ffn)
     rounds, specs = [], []
     goal = target.speedup
     # everything prunable removed, the rest stays (a fitted intercept ≤ 0 predicts no floor)
@@ -84,7 +92,7 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
         export_onnx(source_path, out_dir=dense_dir, data=extra.get("data"), log=lambda *_: None)
         for r in range(target.rounds):
             res = search(scores.heads, scores.neurons, lat, lat.total(*full) / goal, align)
-            spec = PruneSpec.from_masks(adapter.config.model_type, res.head_mask, res.neuron_mask)
+            spec = PruneSpec.from_masks(adapter.config.model_type, res.head_mask, res.neuron_mask, dims=d)
             rep = _measure(spec, adapter.model, type(adapter), tok, dense_dir, work, target, extra)
             measured = rep["speedup"]["measured"]
             row = {"round": r + 1, "goal": goal, "predicted_speedup": lat.total(*full) / res.cost,

@@ -4,7 +4,8 @@ Heads and FFN neurons are ranked globally by importance. For every number h of k
 budget left after the h best heads is filled with the best neurons; the (h, n) with the highest
 total kept importance wins. With `align` > 1, neurons are taken in blocks of `align` per layer
 (the block score is the sum of its neurons, blocks follow each layer's own ranking), so every
-layer keeps a multiple of `align` neurons, as GEMM kernels prefer.
+layer keeps a multiple of `align` neurons, as GEMM kernels prefer. Units scored -inf (beyond a
+layer's own width, where widths differ across layers) are never ranked, so never kept.
 """
 from __future__ import annotations
 
@@ -28,11 +29,12 @@ class SearchResult:
 def _rank(scores: torch.Tensor, costs, block: int):
     """Blocks of `block` units per layer in each layer's own order, then sorted globally.
     Returns (layer, unit-index tensor) per block, their cumulative score and cost."""
-    L, U = scores.shape
+    L = scores.shape[0]
     blocks, bscore, bcost = [], [], []
     for i in range(L):
         order = torch.argsort(scores[i], descending=True, stable=True)
-        for j, s in enumerate(range(0, U, block)):
+        order = order[scores[i, order] > float("-inf")]  # units the layer does not have
+        for j, s in enumerate(range(0, len(order), block)):
             idx = order[s:s + block]
             blocks.append((i, j, idx))
             bscore.append(float(scores[i, idx].sum()))

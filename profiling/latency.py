@@ -156,12 +156,14 @@ def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
     with torch.device("meta"):  # shapes only: no weights are allocated
         config = AutoConfig.from_pretrained(src)
         adapter = adapter_for(ADAPTERS[config.model_type].from_config(config))
-    d, costs = adapter.dims(), cost_model_for(adapter, adapter.seq_len(seq))
+    d, n = adapter.dims(), adapter.seq_len(seq)
+    costs = cost_model_for(adapter, n)
     spec_file = os.path.join(model_dir, "spec.json")
     if os.path.exists(spec_file):
         spec = PruneSpec.from_json(open(spec_file).read())
+        costs = cost_model_for(adapter, n, spec.kept_tokens(n) if spec.tokens is not None else None)
         return int(round(costs.total(spec.kept_heads, spec.kept_neurons))), "analytic (spec.json)"
-    return int(round(costs.total([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers))), "analytic (dense)"
+    return int(round(costs.total(d.layer_heads, d.layer_ffn))), "analytic (dense)"
 
 
 # --- the `optin profile` command -----------------------------------------------------------------
@@ -252,8 +254,12 @@ def open_pair(model_dir: str, cfg: ProfileConfig, log=print) -> Pair:
     cfg.check()
     if not os.path.isdir(model_dir):
         raise BadInput(f"{model_dir!r} is not a model folder; give the folder written by `optin prune`")
+    from optin.adapters import adapter_for
+
     cfg = replace(cfg, engine=_engine_cfg(model_dir, cfg))
     loaded = load(model_dir, log=log)
+    # an image model's token count is fixed by its resolution: report that, not --seq
+    cfg = replace(cfg, seq=adapter_for(loaded.model).seq_len(cfg.seq))
     dense_dir = _dense_dir(model_dir, cfg.against, cfg, loaded.meta.get("data"), log) if cfg.against else None
     target = open_runner(cfg.backend, model_dir, cfg.engine, loaded, log=log)
     dense = open_runner(cfg.backend, dense_dir, _engine_cfg(dense_dir, cfg), log=log) if dense_dir else None

@@ -64,14 +64,19 @@ def _time_onnx(module, x, iters: int, warmup: int, threads: int | None) -> float
 
 
 def block_table(hidden: int, head_dim: int, num_heads: int, ffn_size: int, batch: int, seq: int,
-                iters: int = 50, warmup: int = 5, threads: int | None = None, points: int = 4) -> dict:
-    """Median ms of one attention block with h heads and one FFN with m neurons (ONNX Runtime CPU)."""
+                iters: int = 50, warmup: int = 5, threads: int | None = None, points: int = 4,
+                keys: int | None = None) -> dict:
+    """Median ms of one attention block with h heads and one FFN with m neurons (ONNX Runtime CPU).
+    keys: tokens per attention window (Swin): attention then runs on seq / keys windows of that
+    many tokens per example, as the model does; None: over the whole sequence."""
     torch.manual_seed(0)
     x = torch.randn(batch, seq, hidden)
+    # windows fold into the batch dimension; the token count rounds up to whole windows (padding)
+    xa = x if keys is None else torch.randn(batch * -(-seq // keys), keys, hidden)
     heads = sorted({max(1, round(num_heads * f / points)) for f in range(1, points + 1)})
     neurons = sorted({max(1, round(ffn_size * f / points)) for f in range(1, points + 1)})
     with torch.no_grad():
-        att = {h: _time_onnx(_Attention(hidden, h, head_dim), x, iters, warmup, threads) for h in heads}
+        att = {h: _time_onnx(_Attention(hidden, h, head_dim), xa, iters, warmup, threads) for h in heads}
         ffn = {m: _time_onnx(_FFN(hidden, m), x, iters, warmup, threads) for m in neurons}
     return {"batch": batch, "seq": seq, "attention_ms": att, "ffn_ms": ffn, "backend": "onnxruntime-cpu"}
 
@@ -84,10 +89,21 @@ def _fit(table: dict) -> tuple[float, float]:
     return float(icpt), float(max(slope, 1e-9))
 
 
-def latency_cost_model(table: dict, num_layers: int, fixed_ms: float = 0.0) -> CostModel:
-    """Per-example milliseconds: the block intercepts go into `fixed`, slopes become unit costs."""
-    a0, a = _fit(table["attention_ms"])
-    f0, b = _fit(table["ffn_ms"])
-    per = float(table["batch"])
-    return CostModel((a / per,) * num_layers, (b / per,) * num_layers,
-                     fixed=fixed_ms / per + num_layers * max(a0 + f0, 0.0) / per, seq_len=table["seq"])
+def latency_cost_model(table, num_layers: int | None = None, fixed_ms: float = 0.0) -> CostModel:
+    """Per-example milliseconds: the block intercepts go into `fixed`, slopes become unit costs.
+    table: one block table for all num_layers layers, or a list of one table per layer where
+    layer widths differ (Swin stages; layers of one width share one table object)."""
+    tables = [table] * num_layers if isinstance(table, dict) else list(table)
+    per_head, per_neuron = [], []
+    fixed = fixed_ms / float(tables[0]["batch"])
+    fits = {}
+    for t in tables:
+        if id(t) not in fits:
+            fits[id(t)] = (_fit(t["attention_ms"]), _fit(t["ffn_ms"]), float(t["batch"]))
+        (_, a), (_, b), per = fits[id(t)]
+        per_head.append(a / per)
+        per_neuron.append(b / per)
+    for key in fits:  # block intercepts, once per layer of each width
+        (a0, _), (f0, _), per = fits[key]
+        fixed += sum(id(t) == key for t in tables) * max(a0 + f0, 0.0) / per
+    return CostModel(tuple(per_head), tuple(per_neuron), fixed=fixed, seq_len=max(t["seq"] for t in tables))

@@ -2,7 +2,9 @@
 
 Per layer, at sequence length n (tokens; for a ViT, patches + [CLS]), hidden size d, head size d_h (Kwon et al. 2022, eq. in §4.1):
     heads · (4·n·d·d_h + 2·n²·d_h)  +  neurons · (2·n·d)
-q, k, v and output projections give 4·n·d·d_h per head; Q·Kᵀ and A·V give 2·n²·d_h.
+q, k, v and output projections give 4·n·d·d_h per head; Q·Kᵀ and A·V give 2·n²·d_h. Where each
+query attends to a window of k keys instead of all n tokens (Swin), Q·Kᵀ and A·V give 2·n·k·d_h.
+Each layer is counted at its own n, d, d_h (and k): they differ across Swin stages.
 One multiply-add is one MAC; FLOPs = 2 · MACs. Embedding lookups, LayerNorm, softmax and
 activations are not counted (fvcore does not count them either).
 """
@@ -24,11 +26,20 @@ class CostModel:
         return self.fixed + sum(h * a + n * b for h, n, a, b in zip(heads, neurons, self.per_head, self.per_neuron))
 
 
-def mac_cost_model(num_layers: int, hidden: int, head_dim: int, seq_len: int, fixed: int) -> CostModel:
-    n, d = seq_len, hidden
-    per_head = 4 * n * d * head_dim + 2 * n * n * head_dim
-    per_neuron = 2 * n * d
-    return CostModel((per_head,) * num_layers, (per_neuron,) * num_layers, fixed, seq_len)
+def _per_layer(v, num_layers: int) -> list:
+    return [v] * num_layers if v is None or isinstance(v, int) else list(v)
+
+
+def mac_cost_model(num_layers: int, hidden, head_dim, seq_len, fixed: int, keys=None) -> CostModel:
+    """seq_len: tokens per layer, one int for all layers or one per layer (token reduction, Swin
+    stages); hidden and head_dim likewise. keys: keys each query attends to, per layer or one for
+    all; None (or a None entry) is global attention over the layer's n tokens."""
+    tokens = _per_layer(seq_len, num_layers)
+    per_head = tuple(4 * n * d * dh + 2 * n * (n if k is None else k) * dh for n, d, dh, k in
+                     zip(tokens, _per_layer(hidden, num_layers), _per_layer(head_dim, num_layers),
+                         _per_layer(keys, num_layers)))
+    per_neuron = tuple(2 * n * d for n, d in zip(tokens, _per_layer(hidden, num_layers)))
+    return CostModel(per_head, per_neuron, fixed, max(tokens))
 
 
 MATMUL_OPS = ("linear", "matmul", "bmm", "einsum", "addmm", "conv")  # conv: a ViT patch embedding

@@ -7,7 +7,9 @@ import torch
 TINY = dict(hidden=32, heads=4, layers=3, ffn=48, vocab=120, labels=3)
 
 
-VISION = ("vit", "deit")  # image classifiers: 12×12 single-channel images in 4×4 patches (9 + special tokens)
+VISION = ("vit", "deit", "swin")  # image classifiers: 12×12 single-channel images in 4×4 patches (9 + special tokens)
+# Swin: 2×2 patches (a 6×6 grid, 3×3 windows, the second block shifted), two stages of 2 + 1 blocks:
+# widths 16 then 32, heads 2 then 4 (head size 8), FFN 24 then 48: at most TINY's heads and FFN.
 
 
 def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
@@ -19,17 +21,38 @@ def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
     t = {**TINY, **dims}
     if model_type == "distilbert":
         kw = dict(dim=t["hidden"], n_heads=t["heads"], n_layers=t["layers"], hidden_dim=t["ffn"])
+    elif model_type == "swin":
+        kw = dict(embed_dim=t["hidden"] // 2, depths=(t["layers"] - 1, 1), num_heads=(t["heads"] // 2, t["heads"]),
+                  mlp_ratio=t["ffn"] / t["hidden"], window_size=3)
     else:
         kw = dict(hidden_size=t["hidden"], num_attention_heads=t["heads"], num_hidden_layers=t["layers"],
                   intermediate_size=t["ffn"])
     if model_type in VISION:
-        kw.update(image_size=12, patch_size=4, num_channels=1)
+        kw.update(image_size=12, patch_size=2 if model_type == "swin" else 4, num_channels=1)
     else:
         kw.update(vocab_size=t["vocab"], max_position_embeddings=64)
     cfg = AutoConfig.for_model(model_type, num_labels=t["labels"], initializer_range=0.3, **kw)
     if eager:
         cfg._attn_implementation = "eager"
-    return ADAPTERS[model_type].from_config(cfg).eval()
+    model = ADAPTERS[model_type].from_config(cfg).eval()
+    with torch.no_grad():  # transformers zero-initialises Swin's relative-position bias: make it count
+        for name, p in model.named_parameters():
+            if name.endswith("relative_position_bias_table"):
+                p.normal_(0, 0.3)
+    return model
+
+
+def awkward_spec(model_type: str):
+    """Non-uniform heads, a layer with no heads, a layer with no neurons, on TINY's 3 layers of 4 heads
+    and 48 neurons; units beyond a narrower layer's own width (Swin's first stage) are left out."""
+    from optin.adapters import adapter_for
+    from optin.spec import PruneSpec
+
+    hm, nm = PruneSpec(model_type, 4, 48, ((0, 2), (), (1, 2, 3)),
+                       (tuple(range(0, 48, 2)), tuple(range(10)), ())).masks()
+    dims = adapter_for(tiny_model(model_type)).dims()
+    ph, pn = dims.present()
+    return PruneSpec.from_masks(model_type, hm * ph, nm * pn, dims=dims)
 
 
 _FAMILY = {"current": "bert"}  # set by the `family` fixture: tiny_batches() then fits the family under test

@@ -3,8 +3,9 @@
 The build is one readable function in the shape of TensorRT's samples: logger, builder,
 explicit-batch network, ONNX parser (every parser error listed on failure), builder config with
 one optimization profile (min/opt/max over batch and sequence), FP16/INT8 flags, a timing cache
-reused across builds, build_serialized_network. INT8 uses an entropy calibrator fed with real
-calibration snippets. `tensorrt` and CUDA tensors (through torch) are imported only in here.
+reused across builds, build_serialized_network. Profile shapes and INT8 calibration batches come
+from the model's family (token ids, or images through the model's own processor). `tensorrt` and
+CUDA tensors (through torch) are imported only in here.
 """
 from __future__ import annotations
 
@@ -70,28 +71,45 @@ def _trt_dtype_to_torch(trt, torch, dt):
     return table[dt]
 
 
-def _calibration_batches(loaded, shape, n: int):
-    """Fixed-shape [opt batch, opt seq] batches of real snippets, padded to the opt length."""
+def profile_shapes(loaded, cfg) -> dict[str, tuple]:
+    """(min, opt, max) full shape of every input at the profile's (batch, seq) corners, taken from
+    the family's own example inputs: token inputs are [batch, seq]; an image input is
+    [batch, C, H, W] and has no sequence axis to vary."""
     import torch
+
+    from ..samples import random_batch
+
+    g = torch.Generator().manual_seed(0)
+    corners = [random_batch(loaded.model.config, b, s, g, loaded.input_names, model=loaded.model)
+               for b, s in (cfg.min_shape, cfg.opt_shape, cfg.max_shape)]
+    return {n: tuple(tuple(c[n].shape) for c in corners) for n in loaded.input_names}
+
+
+def calibration_batches(loaded, shape, n: int):
+    """Fixed-shape [opt batch, opt seq] batches of real calibration samples through the model's own
+    processor (tokenizer: padded to the opt length; images: the model's resolution), else random
+    inputs of the family, and a line saying which."""
+    import torch
+
+    from optin.data import make_batches
 
     from ..samples import calib_examples, random_batch
 
     b, s = shape
-    ex, why = calib_examples(loaded.meta.get("data"), n) if loaded.tokenizer is not None else (None, "no tokenizer")
+    ex, why = calib_examples(loaded.meta.get("data"), n) if loaded.tokenizer is not None else (None, "no processor")
     names = loaded.input_names
     if ex is not None and len(ex) < b:
         ex, why = None, f"fewer than {b} calibration samples"
     if not ex:
         g = torch.Generator().manual_seed(0)
-        return [random_batch(loaded.model.config, b, s, g, names, ragged=True) for _ in range(max(1, n // b))], \
-            f"random tokens ({why})"
+        return [random_batch(loaded.model.config, b, s, g, names, ragged=True, model=loaded.model)
+                for _ in range(max(1, n // b))], f"random inputs ({why})"
     out = []
-    for i in range(0, len(ex) - b + 1, b):
-        chunk = ex[i:i + b]
-        enc = loaded.tokenizer([e[0] for e in chunk], [e[1] for e in chunk] if any(e[1] for e in chunk) else None,
-                               padding="max_length", truncation=True, max_length=s, return_tensors="pt")
-        out.append({k: enc[k] for k in names if k in enc} | {k: torch.zeros_like(enc["input_ids"])
-                                                              for k in names if k not in enc})
+    for batch in make_batches(loaded.tokenizer, ex[:len(ex) // b * b], b, s, with_labels=False):
+        if "input_ids" in batch:  # one fixed sequence length: the calibration profile's opt shape
+            extra = s - batch["input_ids"].shape[1]
+            batch = {k: torch.nn.functional.pad(v, (0, extra)) for k, v in batch.items()} if extra > 0 else batch
+        out.append({k: batch[k] if k in batch else torch.zeros_like(batch["input_ids"]) for k in names})
     return out, f"{len(out) * b} calibration samples of {loaded.meta.get('data')}"
 
 
@@ -137,15 +155,16 @@ def build_plan(onnx_file: str, out_dir: str, cfg, loaded, timing_cache: str, log
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, cfg.workspace_mib << 20)
     profile = builder.create_optimization_profile()
     inputs = [network.get_input(i) for i in range(network.num_inputs)]
+    shapes = profile_shapes(loaded, cfg)
     for t in inputs:
-        profile.set_shape(t.name, cfg.min_shape, cfg.opt_shape, cfg.max_shape)
+        profile.set_shape(t.name, *shapes[t.name])
     config.add_optimization_profile(profile)
     calib_note = None
     if cfg.fp16 or cfg.int8:
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 falls back to FP16, not FP32, where a layer cannot quantise
     if cfg.int8:
         config.set_flag(trt.BuilderFlag.INT8)
-        batches, calib_note = _calibration_batches(loaded, cfg.opt_shape, cfg.calib_samples)
+        batches, calib_note = calibration_batches(loaded, cfg.opt_shape, cfg.calib_samples)
         dtypes = {t.name: _trt_dtype_to_torch(trt, torch, t.dtype) for t in inputs}
         config.int8_calibrator = _make_calibrator(trt, batches, os.path.join(out_dir, "calibration.cache"), dtypes)
         config.set_calibration_profile(profile)
@@ -160,7 +179,8 @@ def build_plan(onnx_file: str, out_dir: str, cfg, loaded, timing_cache: str, log
         fh.write(plan)
     with open(timing_cache, "wb") as fh:
         fh.write(memoryview(config.get_timing_cache().serialize()))
-    shapes = {"min": list(cfg.min_shape), "opt": list(cfg.opt_shape), "max": list(cfg.max_shape), "axes": ["batch", "sequence"]}
+    shapes = {"min": list(cfg.min_shape), "opt": list(cfg.opt_shape), "max": list(cfg.max_shape),
+              "axes": ["batch", "sequence"], "inputs": {n: [list(x) for x in v] for n, v in shapes.items()}}
     return {"precision": _precision(cfg), "engine_file": "engine/engine.plan", "onnx_file": os.path.basename(onnx_file),
             "sha256": hashlib.sha256(plan).hexdigest(), "bytes": len(plan), "shapes": shapes,
             "inputs": {t.name: str(t.dtype) for t in inputs}, "timing_cache": timing_cache,

@@ -1,4 +1,4 @@
-from . import bert, vit  # noqa: F401  (register the BERT and ViT families)
+from . import bert, swin, vit  # noqa: F401  (register the BERT, Swin and ViT families)
 from .base import Adapter, Dims, LayerParts
 from .registry import ADAPTERS, adapter_for
 

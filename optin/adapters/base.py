@@ -2,8 +2,11 @@
 
 An adapter hands out the Linear layers of each block (`parts`), runs the model one block at a
 time (`embed`, `run_layer`, `head`) so that scoring can restart from a cached block input, and
-does the two family-specific steps of narrowing: updating head-count metadata and replacing a
-block that loses every head or neuron by a module that adds only the output bias.
+does the family-specific steps of narrowing: updating head-count metadata (and per-head
+parameters beyond q/k/v/o, such as Swin's relative-position bias) and replacing a block that
+loses every head or neuron by a module that adds only the output bias. Where widths or token
+counts differ across layers (Swin stages), `dims`, `layer_tokens`, `attention_keys` and
+`valid_tokens(batch, layer)` say so per layer.
 """
 from __future__ import annotations
 
@@ -25,11 +28,43 @@ class LayerParts:
 
 @dataclass(frozen=True)
 class Dims:
+    """Dense widths. The scalars are every layer's in a uniform model (BERT, ViT) and the widest
+    layer's where widths differ across layers (Swin stages); the `layer_*` tuples give each
+    layer's own (filled from the scalars when not given). Masks and scores are [layers, max]
+    tensors in which the units beyond a layer's own count are absent: never kept nor scored."""
+
     num_layers: int
     num_heads: int
     head_dim: int
     hidden: int
     ffn_size: int
+    layer_heads: tuple[int, ...] | None = None
+    layer_head_dim: tuple[int, ...] | None = None
+    layer_hidden: tuple[int, ...] | None = None
+    layer_ffn: tuple[int, ...] | None = None
+
+    def __post_init__(self):
+        for name, scalar in (("layer_heads", self.num_heads), ("layer_head_dim", self.head_dim),
+                             ("layer_hidden", self.hidden), ("layer_ffn", self.ffn_size)):
+            v = getattr(self, name)
+            object.__setattr__(self, name, (scalar,) * self.num_layers if v is None else tuple(int(x) for x in v))
+
+    @classmethod
+    def per_layer(cls, heads, head_dim, hidden, ffn) -> "Dims":
+        """Widths that differ across layers; the scalars become the maxima."""
+        return cls(len(heads), max(heads), max(head_dim), max(hidden), max(ffn),
+                   tuple(heads), tuple(head_dim), tuple(hidden), tuple(ffn))
+
+    @property
+    def uniform(self) -> bool:
+        return all(len(set(getattr(self, n))) <= 1 for n in
+                   ("layer_heads", "layer_head_dim", "layer_hidden", "layer_ffn"))
+
+    def present(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """[layers, num_heads] and [layers, ffn_size] bool: the units each layer really has."""
+        heads = torch.arange(self.num_heads)[None, :] < torch.tensor(self.layer_heads)[:, None]
+        neurons = torch.arange(self.ffn_size)[None, :] < torch.tensor(self.layer_ffn)[:, None]
+        return heads, neurons
 
 
 class BiasOnly(nn.Module):
@@ -55,12 +90,21 @@ class PassThrough(nn.Module):
         return (x, None) if self.returns_tuple else x
 
 
+def _select_tokens(module, args):
+    """Forward pre-hook of a block that sees only some of the tokens (Adapter.keep_tokens)."""
+    return (args[0].index_select(1, module.optin_keep_tokens),) + tuple(args[1:])
+
+
 class Adapter:
     model_types: tuple[str, ...] = ()
     # the Hugging Face head this adapter prunes: its Auto class and its class-name suffix
     auto_class: str = "AutoModelForSequenceClassification"
     task_suffix: str = "ForSequenceClassification"
     modality: str = "text"  # what its examples are: "text" or "image" (optin.data / optin.images)
+    # token reduction (optin.tokens) needs blocks that take [batch, tokens, hidden] first and no
+    # per-token mask, and a head that reads only the leading `special_tokens` positions ([CLS])
+    token_reduction: bool = False
+    special_tokens: int = 0
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -109,13 +153,24 @@ class Adapter:
             out["token_type_ids"] = torch.zeros_like(ids)
         return out
 
-    def valid_tokens(self, batch: dict) -> torch.Tensor:
-        """[B, n] bool: the token rows of a batch that are real (not padding)."""
+    def valid_tokens(self, batch: dict, layer: int = 0) -> torch.Tensor:
+        """[B, n] bool: the token rows of a batch that are real (not padding), in the hidden
+        states entering block `layer` (layer = num_layers: the last block's output). The token
+        count is the same at every layer unless the family changes it (Swin's patch merging)."""
         return batch["attention_mask"].bool()
 
     def seq_len(self, max_length: int) -> int:
         """Tokens per example that MACs are counted at: for text, the maximum length asked for."""
         return max_length
+
+    def layer_tokens(self, max_length: int) -> list[int]:
+        """Tokens each block runs on, per example (the MAC count's n per layer)."""
+        return [self.seq_len(max_length)] * self.dims().num_layers
+
+    def attention_keys(self) -> list[int | None]:
+        """Keys each query attends to, per block: None for global attention over all n tokens;
+        a window's token count for windowed attention (Swin)."""
+        return [None] * self.dims().num_layers
 
     # --- family knowledge, implemented by subclasses -------------------------------------
     def dims(self) -> Dims:
@@ -140,6 +195,10 @@ class Adapter:
     def set_num_heads(self, i: int, n: int) -> None:
         raise NotImplementedError
 
+    def keep_head_params(self, i: int, heads: list[int]) -> None:
+        """Narrow per-head parameters other than q/k/v/o to the kept `heads` of block i (Swin's
+        relative-position bias table has a column per head). Most families have none."""
+
     def empty_attention(self, i: int) -> None:
         raise NotImplementedError
 
@@ -149,6 +208,15 @@ class Adapter:
     def head_macs(self) -> int:
         """MACs outside the encoder blocks (pooler, classifier) per example."""
         raise NotImplementedError
+
+    def keep_tokens(self, i: int, idx: torch.Tensor) -> None:
+        """Block i sees only rows `idx` of the tokens that reach it: a constant index_select
+        (an ONNX Gather) in front of the block, so the shorter sequence is real compute saved.
+        The index is a non-persistent buffer: the state dict keeps its keys and load_pruned
+        re-applies it from spec.json."""
+        layer = self.layers()[i]
+        layer.register_buffer("optin_keep_tokens", idx.to(torch.long), persistent=False)
+        layer.register_forward_pre_hook(_select_tokens)
 
     # --- shared plumbing --------------------------------------------------------------------
     def forward(self, batch: dict) -> torch.Tensor:

@@ -38,6 +38,7 @@ class ViTAdapter(Adapter):
     task_suffix = "ForImageClassification"
     modality = "image"
     base = "vit"
+    token_reduction = True  # no padding, the classifier reads [CLS] only
     special_tokens = 1  # [CLS]
 
     @classmethod
@@ -85,7 +86,7 @@ class ViTAdapter(Adapter):
         h, w = _pair(self.config.image_size)
         return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
 
-    def valid_tokens(self, batch):
+    def valid_tokens(self, batch, layer=0):
         return torch.ones(batch["pixel_values"].shape[0], self.seq_len(), dtype=torch.bool)
 
     # --- block-wise forward --------------------------------------------------------------------

@@ -1,9 +1,12 @@
 """Importance methods: callables `method(adapter, batches, cfg) -> Scores`, found by name.
 
-The search and the benchmarks look methods up here and never branch on their names.
+The search and the benchmarks look methods up here and never branch on their names. Every
+registered method scores the units beyond a layer's own width (layers narrower than the widest,
+as in Swin's early stages) -inf, which the search never keeps.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import torch
@@ -25,17 +28,28 @@ class ScoreConfig:
 
 @dataclass
 class Scores:
-    """Higher = more important. heads: [layers, heads]; neurons: [layers, ffn]."""
+    """Higher = more important. heads: [layers, heads]; neurons: [layers, ffn]; -inf: a unit the
+    layer does not have."""
 
     heads: torch.Tensor
     neurons: torch.Tensor
     meta: dict = field(default_factory=dict)
 
+    def only_present(self, dims) -> "Scores":
+        """Score the units beyond each layer's own width -inf (a no-op for uniform widths)."""
+        ph, pn = dims.present()
+        self.heads = self.heads.masked_fill(~ph, float("-inf"))
+        self.neurons = self.neurons.masked_fill(~pn, float("-inf"))
+        return self
+
 
 def register(name: str):
     def deco(fn):
-        METHODS[name] = fn
-        return fn
+        @functools.wraps(fn)
+        def method(adapter, batches, cfg, *args, **kwargs):
+            return fn(adapter, batches, cfg, *args, **kwargs).only_present(adapter.dims())
+        METHODS[name] = method
+        return method
     return deco
 
 

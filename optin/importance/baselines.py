@@ -18,10 +18,11 @@ def magnitude(adapter, batches, cfg):
     with torch.no_grad():
         for i in range(d.num_layers):
             p = adapter.parts(i)
-            per_head = [w.view(d.num_heads, d.head_dim, -1).pow(2).sum((1, 2)) for w in (p.q.weight, p.k.weight, p.v.weight)]
-            per_head.append(p.o.weight.view(-1, d.num_heads, d.head_dim).pow(2).sum((0, 2)))
-            heads[i] = sum(per_head)
-            neurons[i] = p.ffn_in.weight.pow(2).sum(1) + p.ffn_out.weight.pow(2).sum(0)
+            H, hd, F = d.layer_heads[i], d.layer_head_dim[i], d.layer_ffn[i]
+            per_head = [w.view(H, hd, -1).pow(2).sum((1, 2)) for w in (p.q.weight, p.k.weight, p.v.weight)]
+            per_head.append(p.o.weight.view(-1, H, hd).pow(2).sum((0, 2)))
+            heads[i, :H] = sum(per_head)
+            neurons[i, :F] = p.ffn_in.weight.pow(2).sum(1) + p.ffn_out.weight.pow(2).sum(0)
     return Scores(heads, neurons, {"method": "magnitude"})
 
 
@@ -32,5 +33,6 @@ def random_scores(adapter, batches, cfg):
     would keep only the cheap neurons."""
     d = adapter.dims()
     g = torch.Generator().manual_seed(cfg.seed)
-    return Scores(torch.rand(d.num_layers, d.num_heads, generator=g) * 4 * d.hidden * d.head_dim,
-                  torch.rand(d.num_layers, d.ffn_size, generator=g) * 2 * d.hidden, {"method": "random"})
+    hidden, head_dim = torch.tensor(d.layer_hidden)[:, None], torch.tensor(d.layer_head_dim)[:, None]
+    return Scores(torch.rand(d.num_layers, d.num_heads, generator=g) * 4 * hidden * head_dim,
+                  torch.rand(d.num_layers, d.ffn_size, generator=g) * 2 * hidden, {"method": "random"})

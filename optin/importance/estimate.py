@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..masking import mask_variables
 from . import register
-from .trajectory import _gram, rescore, token_rows
+from .trajectory import _gram, layer_rows, rescore
 
 PROBES = 8  # Hutchinson probes per target per batch (relative noise ~ sqrt(2 / (probes × batches)))
 
@@ -43,7 +43,7 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
     kd_h = torch.zeros(L, d.num_heads)
     kd_n = torch.zeros(L, d.ffn_size)
     rows_gen = torch.Generator().manual_seed(cfg.seed)  # the exact method's token rows, in batch order
-    rows = [token_rows(b, cfg.rows_per_batch, rows_gen, adapter.valid_tokens(b)) for b in batches]
+    rows = [layer_rows(adapter, b, cfg.rows_per_batch, rows_gen) for b in batches]
     mine = distributed.shard(range(len(batches)))  # all of them unless launched by torchrun
     with mask_variables(adapter) as (hm, nm):
         def accumulate(target, into_h, into_n, weight):
@@ -59,10 +59,10 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
             grams = []
             for i in range(L):
                 h = adapter.run_layer(i, h, ctx)
-                grams.append(_gram(h, rows[bi]))
+                grams.append(_gram(h, rows[bi][i]))
             logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
-            w_md = 1.0 / (probes * grams[0].numel())
             for z in range(L):
+                w_md = 1.0 / (probes * grams[z].numel())  # rows may differ by layer (Swin stages)
                 for _ in range(probes):
                     accumulate((_signs(grams[z].shape, probe_gen) * grams[z]).sum(),
                                md_h[..., z], md_n[..., z], w_md)
@@ -76,10 +76,12 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
         bar.close()
     distributed.reduce_sum(md_h, md_n, kd_h, kd_n)
     n = len(batches)
-    units = [(i, "head", [u]) for i in range(L) for u in range(d.num_heads)]
-    units += [(i, "neurons", [u]) for i in range(L) for u in range(d.ffn_size)]
-    raw = {"md": torch.cat([md_h.reshape(-1, L), md_n.reshape(-1, L)]) / n,
-           "kd": torch.cat([kd_h.reshape(-1), kd_n.reshape(-1)]) / n,
+    # the units each layer has, in (layer, unit) order: boolean indexing keeps row-major order
+    ph, pn = d.present()
+    units = [(i, "head", [u]) for i in range(L) for u in range(d.layer_heads[i])]
+    units += [(i, "neurons", [u]) for i in range(L) for u in range(d.layer_ffn[i])]
+    raw = {"md": torch.cat([md_h[ph], md_n[pn]]) / n,
+           "kd": torch.cat([kd_h[ph], kd_n[pn]]) / n,
            "layer": torch.tensor([c[0] for c in units]), "kind": [c[1] for c in units],
            "units": [c[2] for c in units], "proxy": torch.ones(L, d.ffn_size), "dims": d}
     return rescore(raw, cfg.depth, cfg.lam, meta={"method": "optin-est", "probes": probes})

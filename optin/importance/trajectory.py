@@ -5,7 +5,8 @@ For each z we take the manifold-distillation distance between masked and dense f
 
     MD_z(u) = ‖G_z^masked − G_z^dense‖²_F / R²,   G = F̂ F̂ᵀ,  F̂ = row-L2-normalised tokens,
 
-over a fixed, seeded subset of R tokens per calibration batch (drawn once, never redrawn), and
+over a fixed, seeded subset of R tokens per calibration batch (drawn once, never redrawn; drawn
+anew only where the token count changes, after Swin's patch merging), and
 KD(u) = KL(p_dense ‖ p_masked) on the logits. Raw terms are kept per candidate so that how they
 combine (`combine`) can be changed and ablated without rescoring.
 
@@ -47,6 +48,20 @@ def token_rows(batch: dict, rows_per_batch: int, gen: torch.Generator, valid=Non
     return tokens[torch.randperm(len(tokens), generator=gen)[:rows_per_batch]]
 
 
+def layer_rows(adapter, batch: dict, rows_per_batch: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Gram rows of each block's output. One draw per token layout: a model whose token count
+    never changes draws once per batch and uses the same rows at every layer; Swin draws anew
+    after each patch merging."""
+    drawn: dict = {}
+    rows = []
+    for i in range(len(adapter.layers())):
+        valid = adapter.valid_tokens(batch, i + 1)
+        if tuple(valid.shape) not in drawn:
+            drawn[tuple(valid.shape)] = token_rows(batch, rows_per_batch, gen, valid)
+        rows.append(drawn[tuple(valid.shape)])
+    return rows
+
+
 class _DenseCache:
     """Dense per-batch block inputs, Gram matrices per layer output, log-probs, FFN activity."""
 
@@ -55,39 +70,41 @@ class _DenseCache:
         gen = torch.Generator().manual_seed(seed)
         self.items = []
         act = torch.zeros(d.num_layers, d.ffn_size)
-        count = 0
+        count = torch.zeros(d.num_layers)  # real tokens each layer's FFN ran on
         acts = {}
         hooks = [adapter.parts(i).ffn_out.register_forward_pre_hook(
             lambda m, a, i=i: acts.__setitem__(i, a[0].detach())) for i in range(d.num_layers)]
         try:
             for b in batches:
-                valid = adapter.valid_tokens(b).reshape(-1)
-                rows = token_rows(b, rows_per_batch, gen, valid)
+                rows = layer_rows(adapter, b, rows_per_batch, gen)
                 h, ctx = adapter.embed(b)
                 inputs, grams = [], []
                 for i in range(d.num_layers):
                     inputs.append(h)
                     h = adapter.run_layer(i, h, ctx)
-                    grams.append(_gram(h, rows))
-                    a = acts[i].reshape(-1, d.ffn_size)[valid]
-                    act[i] += a.abs().sum(0)
-                count += int(valid.sum())
+                    grams.append(_gram(h, rows[i]))
+                    valid = adapter.valid_tokens(b, i).reshape(-1)  # the tokens this block's FFN ran on
+                    a = acts[i].reshape(-1, d.layer_ffn[i])[valid]
+                    act[i, :d.layer_ffn[i]] += a.abs().sum(0)
+                    count[i] += int(valid.sum())
                 logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
                 self.items.append((inputs, ctx, rows, grams, logp))
         finally:
             for hk in hooks:
                 hk.remove()
-        out_norm = torch.stack([adapter.parts(i).ffn_out.weight.detach().float().norm(dim=0)
-                                for i in range(d.num_layers)])
-        self.neuron_proxy = act / max(count, 1) * out_norm
+        out_norm = torch.zeros(d.num_layers, d.ffn_size)
+        for i in range(d.num_layers):
+            out_norm[i, :d.layer_ffn[i]] = adapter.parts(i).ffn_out.weight.detach().float().norm(dim=0)
+        self.neuron_proxy = act / count.clamp(min=1)[:, None] * out_norm
 
 
 def _candidates(d, proxy, group_size):
     """(layer, kind, unit indices) for every head and every neuron group."""
-    cands = [(i, "head", [h]) for i in range(d.num_layers) for h in range(d.num_heads)]
+    cands = [(i, "head", [h]) for i in range(d.num_layers) for h in range(d.layer_heads[i])]
     for i in range(d.num_layers):
-        order = torch.argsort(proxy[i], descending=True).tolist()
-        cands += [(i, "neurons", order[s:s + group_size]) for s in range(0, d.ffn_size, group_size)]
+        F_i = d.layer_ffn[i]
+        order = torch.argsort(proxy[i, :F_i], descending=True).tolist()
+        cands += [(i, "neurons", order[s:s + group_size]) for s in range(0, F_i, group_size)]
     return cands
 
 
@@ -153,7 +170,7 @@ def trajectory(adapter, batches, cfg):
                 for z in range(i, d.num_layers):
                     h = adapter.run_layer(z, h, kctx)
                     for r, hr in enumerate(h.chunk(k)):
-                        md[group[r], z] += (_gram(hr, rows) - grams[z]).pow(2).sum() / grams[z].numel()
+                        md[group[r], z] += (_gram(hr, rows[z]) - grams[z]).pow(2).sum() / grams[z].numel()
                 q = F.log_softmax(adapter.head(h, kctx).float(), -1)
                 for r, qr in enumerate(q.chunk(k)):
                     kd[group[r]] += F.kl_div(qr, logp, log_target=True, reduction="batchmean")
@@ -182,4 +199,4 @@ def rescore(raw: dict, depth: str, lam: float, meta: dict | None = None) -> Scor
             p = raw["proxy"][i, units]
             neurons[i, units] = s / len(units) * (1 + 1e-3 * p / p.max().clamp(min=1e-12))
     return Scores(heads, neurons, {"method": "optin", "depth": depth, "lam": lam,
-                                   "candidates": len(raw["kind"]), **(meta or {}), "raw": raw})
+                                   "candidates": len(raw["kind"]), **(meta or {}), "raw": raw}).only_present(d)

@@ -2,12 +2,11 @@
 import pytest
 import torch
 
-from conftest import tiny_batches, tiny_model
+from conftest import awkward_spec, tiny_batches, tiny_model
 from optin.adapters import adapter_for
 from optin.errors import UnsupportedModel
 from optin.masking import mask_hooks
 from optin.narrow import narrow
-from optin.spec import PruneSpec
 
 
 def _inputs(b):
@@ -16,8 +15,7 @@ def _inputs(b):
 
 def _awkward_spec(model_type):
     """Non-uniform heads, a layer with no heads, a layer with no neurons."""
-    return PruneSpec(model_type, 4, 48, ((0, 2), (), (1, 2, 3)),
-                     (tuple(range(0, 48, 2)), tuple(range(10)), ()))
+    return awkward_spec(model_type)
 
 
 def test_blockwise_forward_matches_model(family):

@@ -7,19 +7,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import VISION, tiny_batches, tiny_model, write_tiny_csv, write_tiny_folder
+from conftest import VISION, awkward_spec, tiny_batches, tiny_model, write_tiny_csv, write_tiny_folder
 from optin.adapters import adapter_for
 from optin.errors import BadInput, MissingDependency, ParityError
 from optin.io import save_pruned
 from optin.narrow import narrow
-from optin.spec import PruneSpec
 
 EXPORT_KEYS = {"opset", "exporter", "parity", "onnx_file", "versions"}
-
-
-def awkward_spec(model_type):
-    """Non-uniform heads, a layer with no heads, a layer with no neurons (as in test_adapters)."""
-    return PruneSpec(model_type, 4, 48, ((0, 2), (), (1, 2, 3)), (tuple(range(0, 48, 2)), tuple(range(10)), ()))
 
 
 def write_pruned(path, model_type, tokenizer=None, data=None):
@@ -155,3 +149,33 @@ def test_engine_errors_are_one_line(bert_with_data):
         with pytest.raises(MissingDependency) as e:
             build_engine(str(bert_with_data), "tensorrt", log=lambda s: None)
         assert "\n" not in str(e.value) and ("TensorRT" in str(e.value))
+
+
+def test_tensorrt_inputs_follow_the_family(bert_with_data, tmp_path):
+    """The TensorRT profile shapes and INT8 calibration batches (built here without TensorRT):
+    [batch, seq] real tokens for text; [batch, C, H, W] real images for a ViT, whatever seq says."""
+    from test_vision import _image_folder
+
+    from export.engines import EngineConfig
+    from export.engines.trt import calibration_batches, profile_shapes
+    from export.samples import load
+    from optin.images import ImageProcessor
+
+    cfg = EngineConfig(min_shape=(1, 8), opt_shape=(4, 16), max_shape=(8, 32))
+    text = load(str(bert_with_data), log=lambda s: None)
+    assert profile_shapes(text, cfg)["input_ids"] == ((1, 8), (4, 16), (8, 32))
+    batches, note = calibration_batches(text, (4, 16), 12)
+    assert "calibration samples of" in note and len(batches) == 3
+    assert all(b["input_ids"].shape == (4, 16) and set(b) == set(text.input_names) for b in batches)
+
+    images = _image_folder(tmp_path / "images", n=8)
+    model = tiny_model("vit")
+    spec = awkward_spec("vit")
+    narrow(adapter_for(model), spec)
+    save_pruned(model, ImageProcessor.for_model(model.config), spec, str(tmp_path / "vit"),
+                extra={"seq_len": 10, "max_length": 10, "data": f"imagefolder:{images}"})
+    vit = load(str(tmp_path / "vit"), log=lambda s: None)
+    assert profile_shapes(vit, cfg)["pixel_values"] == ((1, 1, 12, 12), (4, 1, 12, 12), (8, 1, 12, 12))
+    batches, note = calibration_batches(vit, (4, 16), 8)
+    assert "calibration samples of imagefolder:" in note and len(batches) == 2
+    assert all(b["pixel_values"].shape == (4, 1, 12, 12) for b in batches)

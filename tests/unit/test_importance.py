@@ -17,7 +17,8 @@ def _dead_head_model(family):
     a = adapter_for(model)
     d = a.dims()
     with torch.no_grad():
-        a.parts(1).o.weight[:, d.head_dim:2 * d.head_dim] = 0
+        hd = d.layer_head_dim[1]
+        a.parts(1).o.weight[:, hd:2 * hd] = 0
     return model, a
 
 
@@ -28,7 +29,9 @@ def test_dead_head_scores_zero(family, method):
     assert s.heads.shape == (3, 4) and s.neurons.shape == (3, 48)
     # zero up to rounding: batched candidate passes round differently from the dense reference
     assert s.heads[1, 1] <= 1e-6 * s.heads.max()
-    assert (s.heads.flatten().sort().values[1:] > 0).all()
+    present = a.dims().present()  # units beyond a narrower layer's width (Swin) score -inf
+    assert torch.equal(torch.isfinite(s.heads), present[0]) and torch.equal(torch.isfinite(s.neurons), present[1])
+    assert (s.heads[present[0]].sort().values[1:] > 0).all()
 
 
 def test_trajectory_deterministic():
@@ -103,6 +106,7 @@ def test_estimate_tracks_exact_scores(family):
     cfg = ScoreConfig(group_size=1, rows_per_batch=16)
     exact = get_method("optin")(a, tiny_batches(), cfg)
     est = get_method("optin-est")(a, tiny_batches(), cfg)
-    assert _spearman(est.neurons, exact.neurons) > 0.8
+    present = torch.isfinite(exact.neurons)  # units beyond a narrower layer's width (Swin) score -inf
+    assert _spearman(est.neurons[present], exact.neurons[present]) > 0.8
     again = get_method("optin-est")(a, tiny_batches(), cfg)
     assert torch.equal(est.neurons, again.neurons) and torch.equal(est.heads, again.heads)

@@ -2,11 +2,10 @@
 are LayerNorm-heavy, so only the matmul operators are compared here; the zoo test compares totals."""
 import pytest
 
-from conftest import tiny_model
+from conftest import awkward_spec, tiny_model
 from optin.adapters import adapter_for
 from optin.narrow import narrow
 from optin.prune import cost_model_for, fvcore_count
-from optin.spec import PruneSpec
 from profiling.macs import MATMUL_OPS
 
 
@@ -16,9 +15,9 @@ def test_analytic_matches_fvcore(family, seq):
     adapter = adapter_for(model)
     cm = cost_model_for(adapter, seq)
     d = adapter.dims()
-    dense = cm.total([d.num_heads] * d.num_layers, [d.ffn_size] * d.num_layers)
+    dense = cm.total(d.layer_heads, d.layer_ffn)
     assert abs(fvcore_count(model, seq, MATMUL_OPS) - dense) / dense < 0.02
-    spec = PruneSpec(family, 4, 48, ((0, 2), (), (1, 2, 3)), (tuple(range(0, 48, 2)), tuple(range(10)), ()))
+    spec = awkward_spec(family)
     narrow(adapter, spec)
     pruned = cm.total(spec.kept_heads, spec.kept_neurons)
     assert pruned < dense

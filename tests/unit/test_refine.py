@@ -27,14 +27,16 @@ from optin.spec import PruneSpec
 L, H, F = 3, 4, 48
 
 
-def _masks(seed=0):
-    """Non-uniform counts, one layer with no heads, one with every neuron."""
+def _masks(seed=0, dims=None):
+    """Non-uniform counts, one layer with no heads, one with every neuron; within each layer's own
+    width where widths differ (dims: the model's Dims; Swin's first stage has 2 heads, 24 neurons)."""
     g = torch.Generator().manual_seed(seed)
     hm = torch.zeros(L, H)
     nm = torch.zeros(L, F)
-    for i, (kh, kn) in enumerate(((2, 20), (0, 48), (3, 7))):
-        hm[i, torch.randperm(H, generator=g)[:kh]] = 1.0
-        nm[i, torch.randperm(F, generator=g)[:kn]] = 1.0
+    widths = zip(dims.layer_heads, dims.layer_ffn) if dims is not None else [(H, F)] * L
+    for i, ((kh, kn), (h, f)) in enumerate(zip(((2, 20), (0, 48), (3, 7)), widths)):
+        hm[i, torch.randperm(h, generator=g)[:kh]] = 1.0
+        nm[i, torch.randperm(f, generator=g)[:kn]] = 1.0
     return hm, nm
 
 
@@ -57,8 +59,9 @@ def test_rearrange_keeps_counts_and_never_raises_objective(family, shrink):
     a = adapter_for(tiny_model(family))
     blocks = fisher_blocks(a, tiny_batches())
     bh, bn = blocks.matrices(shrink)  # the objective that rearrange minimises
+    d = a.dims()
     for seed in range(3):
-        hm, nm = _masks(seed)
+        hm, nm = _masks(seed, d)
         hm2, nm2 = rearrange(hm, nm, blocks, shrink=shrink)
         assert torch.equal(hm2.sum(1), hm.sum(1)) and torch.equal(nm2.sum(1), nm.sum(1))
         assert ((hm2 == 0) | (hm2 == 1)).all() and ((nm2 == 0) | (nm2 == 1)).all()
@@ -69,11 +72,12 @@ def test_rearrange_keeps_counts_and_never_raises_objective(family, shrink):
         assert torch.equal(hm3, hm2) and torch.equal(nm3, nm2)
     # heads are few enough to brute-force: the result is the best subset of each size
     for i in range(L):
-        for k in range(1, H):
+        for k in range(1, d.layer_heads[i]):
             m = torch.zeros(L, H)
             m[i, :k] = 1.0
             got = float(removal_cost(rearrange(m, torch.ones(L, F), blocks, shrink=shrink)[0], bh)[i])
-            best = min(float(removal_cost(_row(i, keep), bh)[i]) for keep in itertools.combinations(range(H), k))
+            best = min(float(removal_cost(_row(i, keep), bh)[i])
+                       for keep in itertools.combinations(range(d.layer_heads[i]), k))
             assert got == pytest.approx(best, rel=1e-9, abs=1e-15)
 
 
@@ -142,12 +146,16 @@ def _direct_layer0_errors(a, batches, hs, ns):
             for b in batches:
                 h, ctx = a.embed(b)
                 valid = a.valid_tokens(b)
+
+                def real(x):  # windowed attention (Swin) has windows, not examples, first: all real
+                    return x[valid] if x.shape[:2] == valid.shape else x.reshape(-1, x.shape[-1])
+
                 state.clear()
                 a.run_layer(0, h, ctx)
-                dense = (outs["o"][valid], outs["f"][valid])
+                dense = (real(outs["o"]), real(outs["f"]))
                 state.set(hs, ns)
                 a.run_layer(0, h, ctx)
-                err += torch.tensor([float(((outs[k][valid] - d).double() ** 2).sum()) for k, d in zip("of", dense)])
+                err += torch.tensor([float(((real(outs[k]) - d).double() ** 2).sum()) for k, d in zip("of", dense)])
     finally:
         for hd in handles:
             hd.remove()
@@ -157,7 +165,7 @@ def _direct_layer0_errors(a, batches, hs, ns):
 def test_tune_lowers_reconstruction_error(family):
     a = adapter_for(tiny_model(family))
     batches = tiny_batches(3, 6, 12)
-    hm, nm = _masks()
+    hm, nm = _masks(dims=a.dims())
     hs, ns = tune(a, batches, hm, nm)
     assert hs.shape == (L, H) and ns.shape == (L, F)
     assert ((hs == 0) == (hm == 0)).all() and ((ns == 0) == (nm == 0)).all()  # pruned units stay pruned
@@ -200,7 +208,7 @@ def test_folded_narrowed_equals_masked_with_scales(family):
     model = tiny_model(family)
     a = adapter_for(model)
     batches = tiny_batches(3, 6, 12)
-    hm, nm = _masks()
+    hm, nm = _masks(dims=a.dims())
     hs, ns = tune(a, batches, hm, nm)
     x = _inputs(tiny_batches(1, 5, 12, seed=7)[0])
     with torch.no_grad(), mask_hooks(a) as state:
@@ -210,7 +218,7 @@ def test_folded_narrowed_equals_masked_with_scales(family):
         plain = model(**x).logits
     n_ops = sum(1 for _ in tiny_model(family).modules())
     fold(a, hs, ns)
-    narrow(a, PruneSpec.from_masks(family, hm, nm))
+    narrow(a, PruneSpec.from_masks(family, hm, nm, dims=a.dims()))
     with torch.no_grad():
         narrowed = model(**x).logits
     assert (narrowed - masked).abs().max() <= 1e-5

@@ -50,6 +50,7 @@ def test_optin_run_on_tiny_vit(tmp_path):
     assert exp["parity"]["max_abs_diff"] <= 1e-4
     prof = json.loads((out / "profile.json").read_text())
     assert prof["inputs"].startswith("real images") and prof["speedup"]["measured"] > 0
+    assert prof["seq"] == 10 and prof["macs"]["seq_len"] == 10  # the model's tokens, not --seq's 64
     assert (out / "preprocessor_config.json").exists()
     rep = json.loads((out / "report.json").read_text())
     assert rep["accuracy"]["test_examples"] == 36 - 8
