@@ -1,7 +1,8 @@
 """Head and neuron masks through forward pre-hooks (transformers 5 has no head_mask).
 
 A head mask multiplies each head's slice of the attention context before the output
-projection; a neuron mask multiplies the FFN activations before the second Linear. Masking a
+projection; a neuron mask multiplies the FFN activations before the second Linear (for a CNN
+block, each run's channels before the conv that reads them, on the channel axis). Masking a
 unit this way is exactly removing it, which is what `narrow` does physically.
 """
 from __future__ import annotations
@@ -9,6 +10,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import torch
+
+from .channels import ops
 
 
 class MaskState:
@@ -49,15 +52,19 @@ def _head_hook(state: MaskState, i: int, head_dim: int, heads: int):
     return hook
 
 
-def _neuron_hook(state: MaskState, i: int, neurons: int):
+def _neuron_hook(state: MaskState, i: int, start: int, width: int, axis: int):
+    """Mask units start:start+width of layer i's neuron mask on the input's unit axis (-1 for a
+    Linear, 1 for a conv's channels)."""
     def hook(module, args):
         m = state.neurons[i]
         if m is None:
             return None
         x = args[0]
-        m = _per_example(m[..., :neurons].to(x.dtype), x)
-        if m.dim() == 2:  # [batch, neurons]: a mask per example
-            m = m.view(m.shape[0], *[1] * (x.dim() - 2), -1)
+        m = _per_example(m[..., start:start + width].to(x.dtype), x)
+        ax = axis % x.dim()
+        trail = [1] * (x.dim() - 1 - ax)  # axes after the unit axis
+        # [units], or [batch, units] when each example carries its own mask (batched scoring)
+        m = m.view(-1, *trail) if m.dim() == 1 else m.view(m.shape[0], *[1] * (ax - 1), -1, *trail)
         return (x * m,) + tuple(args[1:])
     return hook
 
@@ -71,9 +78,14 @@ def mask_hooks(adapter):
     try:
         for i in range(dims.num_layers):
             p = adapter.parts(i)
-            handles.append(p.o.register_forward_pre_hook(
-                _head_hook(state, i, dims.layer_head_dim[i], dims.layer_heads[i])))
-            handles.append(p.ffn_out.register_forward_pre_hook(_neuron_hook(state, i, dims.layer_ffn[i])))
+            if dims.layer_heads[i] > 0:
+                handles.append(p.o.register_forward_pre_hook(
+                    _head_hook(state, i, dims.layer_head_dim[i], dims.layer_heads[i])))
+            start = 0
+            for run in p.neuron_runs(dims.layer_ffn[i]) if dims.layer_ffn[i] > 0 else []:
+                handles.append(run.consumer.register_forward_pre_hook(
+                    _neuron_hook(state, i, start, run.width, ops(run.consumer).unit_axis)))
+                start += run.width
         yield state
     finally:
         for h in handles:

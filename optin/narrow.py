@@ -1,14 +1,17 @@
-"""Physical narrowing: slice the Linear layers to the kept heads and neurons of a PruneSpec.
+"""Physical narrowing: slice the layers to the kept heads and neurons of a PruneSpec.
 
-Generic over families: the adapter supplies the Linear layers, the head-count metadata update,
-and the stand-in for a block that keeps nothing. Weights keep their dtype and device
-(unlike transformers' old prune_linear_layer, which returned float32).
+Generic over families: the adapter supplies the modules (the q/k/v/o Linears of the heads; the
+producers and consumer of each run of neurons: Linears, or convs and BatchNorms of a CNN block),
+the head-count metadata update, and the stand-in for a block or run that keeps nothing. Each
+module is sliced by its type (optin.channels). Weights keep their dtype and device (unlike
+transformers' old prune_linear_layer, which returned float32).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from .channels import keep as keep_units
 from .errors import BadInput
 from .spec import PruneSpec
 
@@ -47,7 +50,9 @@ def narrow(adapter, spec: PruneSpec) -> nn.Module:
     for i in range(dims.num_layers):
         heads, neurons = list(spec.heads[i]), list(spec.neurons[i])
         p = adapter.parts(i)
-        if not heads:
+        if dims.layer_heads[i] == 0:
+            pass  # no attention (a CNN block)
+        elif not heads:
             adapter.empty_attention(i)
         elif len(heads) < dims.layer_heads[i]:
             hd = dims.layer_head_dim[i]
@@ -57,16 +62,27 @@ def narrow(adapter, spec: PruneSpec) -> nn.Module:
             _slice_linear(p.o, cols, 1)
             adapter.keep_head_params(i, heads)
             adapter.set_num_heads(i, len(heads))
-        if not neurons:
-            adapter.empty_ffn(i)
-        elif len(neurons) < dims.layer_ffn[i]:
-            idx = torch.tensor(neurons)
-            _slice_linear(p.ffn_in, idx, 0)
-            _slice_linear(p.ffn_out, idx, 1)
+        if dims.layer_ffn[i] > 0 and len(neurons) < dims.layer_ffn[i]:
+            _narrow_runs(adapter, i, p.neuron_runs(dims.layer_ffn[i]), neurons)
     if spec.tokens is not None:
         _keep_tokens(adapter, spec.tokens)
     adapter.model.config.optin_pruned = True
     return adapter.model
+
+
+def _narrow_runs(adapter, i: int, runs, neurons: list[int]) -> None:
+    """Slice every run of layer i that keeps some neurons; then let the adapter replace what
+    reads the runs that keep none (a zero-width module would break export)."""
+    emptied, start = [], 0
+    for r, run in enumerate(runs):
+        idx = [n - start for n in neurons if start <= n < start + run.width]
+        if not idx:
+            emptied.append(r)
+        elif len(idx) < run.width:
+            keep_units(run, torch.tensor(idx))
+        start += run.width
+    if emptied:
+        adapter.empty_runs(i, emptied)
 
 
 def _keep_tokens(adapter, tokens) -> None:

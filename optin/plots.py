@@ -20,13 +20,15 @@ def kept_widths(spec, path: str, title: str, dense_tokens: int | None = None) ->
     series = [(spec.kept_heads, dense_h, "heads"), (spec.kept_neurons, dense_n, "FFN neurons")]
     if spec.tokens is not None and dense_tokens:
         series.append((spec.kept_tokens(dense_tokens), [dense_tokens] * len(spec.heads), "tokens"))
+    series = [s for s in series if any(s[1])]  # a model without attention (CNN) has no heads to plot
     w = 0.8 / len(series)
     for k, (kept, dense, name) in enumerate(series):
         x = [i + (k - (len(series) - 1) / 2) * w for i in layers]
         of = dense[0] if len(set(dense)) == 1 else "the layer's"
-        ax.bar(x, [v / d for v, d in zip(kept, dense)], w, label=f"{name} (of {of})")
-        for xi, v, d in zip(x, kept, dense):
-            ax.text(xi, v / d + 0.01, str(v), ha="center", fontsize=7)
+        frac = [v / d if d else 0.0 for v, d in zip(kept, dense)]
+        ax.bar(x, frac, w, label=f"{name} (of {of})")
+        for xi, v, f in zip(x, kept, frac):
+            ax.text(xi, f + 0.01, str(v), ha="center", fontsize=7)
     ax.set_xticks(list(layers))
     ax.set_xlabel("layer")
     ax.set_ylabel("kept fraction")

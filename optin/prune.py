@@ -54,14 +54,9 @@ def _model_max_length(path: str) -> int:
 
 
 def cost_model_for(adapter, seq_len: int, tokens=None):
-    """MACs per example; tokens: tokens entering each block when some were dropped (spec.kept_tokens)."""
-    from profiling.macs import mac_cost_model
-
-    d = adapter.dims()
-    n = adapter.layer_tokens(seq_len) if tokens is None else list(tokens)
-    # each layer at its own width and token count (Swin stages), windowed attention where the family has it
-    return mac_cost_model(d.num_layers, d.layer_hidden, d.layer_head_dim, n, adapter.head_macs(),
-                          adapter.attention_keys())
+    """MACs per example (the family's Adapter.cost_model); tokens: tokens entering each block when
+    some were dropped (spec.kept_tokens)."""
+    return adapter.cost_model(seq_len, tokens)
 
 
 def _token_step(adapter, batches, cfg: PruneConfig, seq: int, dense_macs: int):
@@ -95,8 +90,8 @@ def token_plan(adapter, scores, seq: int, dense_macs: int, flops: float, share: 
                   "mac_ratio_tokens_only": macs(counts) / dense_macs}
 
 
-def fvcore_count(model, seq_len: int, ops=None) -> int:
-    """fvcore on an eager-attention copy, batch 1, all tokens real."""
+def fvcore_count(model, seq_len: int, ops=None, both: bool = False):
+    """fvcore on an eager-attention copy, batch 1, all tokens real; both: (total, matmul/conv ops)."""
     from profiling.macs import fvcore_macs
 
     from .adapters import adapter_for
@@ -114,7 +109,7 @@ def fvcore_count(model, seq_len: int, ops=None) -> int:
         def forward(self, *args):
             return self.inner(**dict(zip(names, args))).logits
 
-    return fvcore_macs(Logits(m), tuple(inputs.values()), ops)
+    return fvcore_macs(Logits(m), tuple(inputs.values()), ops, both)
 
 
 def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print):
@@ -192,16 +187,18 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
 
         spec, retune = latency_search(scores, adapter, tok, path, latency, extra, cfg.align, log=log)
     t3 = time.time()
-    fv_dense = fvcore_count(model, seq) if cfg.fvcore else None  # before narrowing, on a copy
+    fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
     narrow(adapter, spec)
-    pruned_macs = int(costs.total(spec.kept_heads, spec.kept_neurons))
+    pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
     acc_pruned = accuracy(model, test_b, "pruned accuracy")
 
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
             "unit": "MACs per example (1 MAC = 1 multiply-add = 2 FLOPs)"}
     if cfg.fvcore:
-        macs["fvcore_dense"] = fv_dense
-        macs["fvcore_pruned"] = fvcore_count(model, seq)
+        # fvcore's total, and its matmul/linear/conv operators alone (what the analytic count models)
+        fv_pruned = fvcore_count(model, seq, both=True)
+        macs.update(fvcore_dense=fv_dense[0], fvcore_pruned=fv_pruned[0],
+                    fvcore_matmul_dense=fv_dense[1], fvcore_matmul_pruned=fv_pruned[1])
     t4 = time.time()
     report = {
         "command": "prune", "model": model_spec, "model_path": path, "model_type": c_type, "data": data_spec,

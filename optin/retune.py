@@ -66,6 +66,9 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
     from .spec import PruneSpec
 
     target.check()
+    if not adapter.has_attention:
+        raise BadInput(f"--latency-target is not supported for {adapter.config.model_type} models yet (the latency "
+                       "table times transformer blocks); use --flops")
     d = adapter.dims()
     log(f"optin retune: latency table on {target.backend} at batch {target.batch} × seq {target.seq}")
     # one table per distinct block shape: one for a uniform model, one per stage for Swin
@@ -97,7 +100,7 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
             measured = rep["speedup"]["measured"]
             row = {"round": r + 1, "goal": goal, "predicted_speedup": lat.total(*full) / res.cost,
                    "measured_speedup": measured, "cv": rep["cv"], "dense_cv": rep["dense"]["cv"],
-                   "mac_ratio": macs.total(spec.kept_heads, spec.kept_neurons) / macs.total(*full),
+                   "mac_ratio": adapter.spec_macs(spec, target.seq) / macs.total(*full),
                    "kept_heads": spec.kept_heads, "kept_neurons": spec.kept_neurons}
             rounds.append(row)
             log(f"optin retune: round {r + 1}: goal {goal:.2f}x predicted {row['predicted_speedup']:.2f}x "

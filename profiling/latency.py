@@ -161,8 +161,7 @@ def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
     spec_file = os.path.join(model_dir, "spec.json")
     if os.path.exists(spec_file):
         spec = PruneSpec.from_json(open(spec_file).read())
-        costs = cost_model_for(adapter, n, spec.kept_tokens(n) if spec.tokens is not None else None)
-        return int(round(costs.total(spec.kept_heads, spec.kept_neurons))), "analytic (spec.json)"
+        return adapter.spec_macs(spec, n), "analytic (spec.json)"
     return int(round(costs.total(d.layer_heads, d.layer_ffn))), "analytic (dense)"
 
 

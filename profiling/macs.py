@@ -45,10 +45,11 @@ def mac_cost_model(num_layers: int, hidden, head_dim, seq_len, fixed: int, keys=
 MATMUL_OPS = ("linear", "matmul", "bmm", "einsum", "addmm", "conv")  # conv: a ViT patch embedding
 
 
-def fvcore_macs(model, inputs: tuple, ops: tuple[str, ...] | None = None) -> int:
+def fvcore_macs(model, inputs: tuple, ops: tuple[str, ...] | None = None, both: bool = False):
     """fvcore's count (it reports MACs, calling them flops). Use an eager-attention model:
     fvcore silently skips scaled_dot_product_attention. ops=MATMUL_OPS keeps only the
-    operators the analytic formula models (fvcore also counts LayerNorm, ~5 per element)."""
+    operators the analytic formula models (fvcore also counts LayerNorm, ~5 per element, and
+    BatchNorm). both=True: (total, count of `ops` or MATMUL_OPS) from one trace."""
     import logging
 
     from fvcore.nn import FlopCountAnalysis
@@ -57,6 +58,7 @@ def fvcore_macs(model, inputs: tuple, ops: tuple[str, ...] | None = None) -> int
     fca = FlopCountAnalysis(model, inputs)
     fca.unsupported_ops_warnings(False)
     fca.uncalled_modules_warnings(False)
-    if ops is None:
-        return int(fca.total())
-    return int(sum(v for k, v in fca.by_operator().items() if k in ops))
+    selected = int(sum(v for k, v in fca.by_operator().items() if k in (ops or MATMUL_OPS)))
+    if both:
+        return int(fca.total()), selected
+    return int(fca.total()) if ops is None else selected

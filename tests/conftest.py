@@ -10,6 +10,26 @@ TINY = dict(hidden=32, heads=4, layers=3, ffn=48, vocab=120, labels=3)
 VISION = ("vit", "deit", "swin")  # image classifiers: 12×12 single-channel images in 4×4 patches (9 + special tokens)
 # Swin: 2×2 patches (a 6×6 grid, 3×3 windows, the second block shifted), two stages of 2 + 1 blocks:
 # widths 16 then 32, heads 2 then 4 (head size 8), FFN 24 then 48: at most TINY's heads and FFN.
+CNN = ("resnet", "efficientnet_lite")  # 12×12 single-channel images too; 3 prunable blocks, no heads
+VISION = VISION + CNN
+
+
+def _tiny_cnn_config(model_type: str, labels: int, layer_type: str = "basic"):
+    """ResNet: stem 8, stages of 2 + 1 blocks (12×12 → 3×3 after the stem, 2×2 after the stride-2
+    stage); basic blocks 8/16 wide (inner 8, 8, 16), bottlenecks 16/32 wide (two inner runs of
+    4, 4, 8). EfficientNet-Lite: stem 8 (12 → 6, TF SAME pads right and bottom), a non-expanding
+    block, then expanding blocks 8→12 (stride 2, k3), 12→12 (residual), 12→16 (stride 2, k5):
+    24, 36 and 24 expanded channels."""
+    from transformers import AutoConfig
+
+    from optin.adapters import ADAPTERS  # noqa: F401  (registers efficientnet_lite with AutoConfig)
+
+    if model_type == "resnet":
+        wide = layer_type == "bottleneck"
+        return AutoConfig.for_model("resnet", num_labels=labels, num_channels=1, image_size=12, embedding_size=8,
+                                    hidden_sizes=[16, 32] if wide else [8, 16], depths=[2, 1], layer_type=layer_type)
+    return AutoConfig.for_model(model_type, num_labels=labels, num_channels=1, image_size=12, stem_size=8, head_size=32,
+                                stages=((1, 3, 1, 1, 8, 8), (2, 3, 2, 3, 8, 12), (1, 5, 2, 2, 12, 16)))
 
 
 def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
@@ -19,6 +39,17 @@ def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
 
     torch.manual_seed(seed)
     t = {**TINY, **dims}
+    if model_type in CNN:
+        model = ADAPTERS[model_type].from_config(_tiny_cnn_config(model_type, t["labels"], **{
+            k: v for k, v in dims.items() if k == "layer_type"})).eval()
+        with torch.no_grad():  # fresh BatchNorms are identities: give them statistics that matter
+            for m in model.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.weight.uniform_(0.5, 1.5)
+                    m.bias.normal_(0, 0.3)
+                    m.running_mean.normal_(0, 0.3)
+                    m.running_var.uniform_(0.5, 1.5)
+        return model
     if model_type == "distilbert":
         kw = dict(dim=t["hidden"], n_heads=t["heads"], n_layers=t["layers"], hidden_dim=t["ffn"])
     elif model_type == "swin":
@@ -51,8 +82,8 @@ def awkward_spec(model_type: str):
     hm, nm = PruneSpec(model_type, 4, 48, ((0, 2), (), (1, 2, 3)),
                        (tuple(range(0, 48, 2)), tuple(range(10)), ())).masks()
     dims = adapter_for(tiny_model(model_type)).dims()
-    ph, pn = dims.present()
-    return PruneSpec.from_masks(model_type, hm * ph, nm * pn, dims=dims)
+    ph, pn = dims.present()  # a CNN has no heads: [3, 0]
+    return PruneSpec.from_masks(model_type, hm[:, :dims.num_heads] * ph, nm[:, :dims.ffn_size] * pn, dims=dims)
 
 
 _FAMILY = {"current": "bert"}  # set by the `family` fixture: tiny_batches() then fits the family under test
@@ -81,14 +112,23 @@ def tiny_batches(n_batches=2, batch=4, seq=10, seed=0, labels=3, model_type=None
     return out
 
 
-def families():
+def families(attention_only: bool = False):
     from optin.adapters import ADAPTERS
 
-    return sorted(ADAPTERS)  # every registered model type, so a new one is tested without a list to edit
+    # every registered model type, so a new one is tested without a list to edit
+    return sorted(t for t in ADAPTERS if ADAPTERS[t].has_attention or not attention_only)
 
 
 @pytest.fixture(params=families())
 def family(request):
+    _FAMILY["current"] = request.param
+    yield request.param
+    _FAMILY["current"] = "bert"
+
+
+@pytest.fixture(params=families(attention_only=True))
+def attention_family(request):
+    """The families with attention heads, for tests of head-only steps (dead heads, Kwon's refinement)."""
     _FAMILY["current"] = request.param
     yield request.param
     _FAMILY["current"] = "bert"

@@ -1,5 +1,5 @@
-from . import bert, swin, vit  # noqa: F401  (register the BERT, Swin and ViT families)
-from .base import Adapter, Dims, LayerParts
+from . import bert, efficientnet_lite, resnet, swin, vit  # noqa: F401  (register the families)
+from .base import Adapter, Channels, Dims, LayerParts
 from .registry import ADAPTERS, adapter_for
 
-__all__ = ["ADAPTERS", "Adapter", "Dims", "LayerParts", "adapter_for"]
+__all__ = ["ADAPTERS", "Adapter", "Channels", "Dims", "LayerParts", "adapter_for"]

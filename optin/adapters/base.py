@@ -7,6 +7,10 @@ parameters beyond q/k/v/o, such as Swin's relative-position bias) and replacing 
 loses every head or neuron by a module that adds only the output bias. Where widths or token
 counts differ across layers (Swin stages), `dims`, `layer_tokens`, `attention_keys` and
 `valid_tokens(batch, layer)` say so per layer.
+
+Layers without attention (CNN blocks, optin.adapters.conv) have 0 heads and no q/k/v/o; their
+neurons are channels, made by several modules and possibly in several runs (`Channels`), and
+they give their own MAC costs (`cost_model`, `spec_macs`) instead of the transformer formula.
 """
 from __future__ import annotations
 
@@ -16,14 +20,33 @@ import torch
 from torch import nn
 
 
+@dataclass(frozen=True)
+class Channels:
+    """A run of a layer's neurons: the modules that make them (`producers`: output rows of a
+    Linear, output channels of a conv, a depthwise conv or a BatchNorm) and the one that reads
+    them (`consumer`: input columns of a Linear, input channels of a conv); `width` dense units.
+    Narrowing slices each module by its type (optin.channels), never by its family."""
+
+    producers: tuple[nn.Module, ...]
+    consumer: nn.Module
+    width: int
+
+
 @dataclass
 class LayerParts:
-    q: nn.Linear
-    k: nn.Linear
-    v: nn.Linear
-    o: nn.Linear        # attention output projection: input columns are grouped by head
-    ffn_in: nn.Linear
-    ffn_out: nn.Linear  # input columns are FFN neurons
+    q: nn.Linear | None
+    k: nn.Linear | None
+    v: nn.Linear | None
+    o: nn.Linear | None  # attention output projection: input columns are grouped by head; None: no attention
+    ffn_in: nn.Module
+    ffn_out: nn.Module   # input columns (channels) are FFN neurons
+    # where the neurons are made by several modules or come in several runs (CNN blocks); empty:
+    # one run, ffn_in → ffn_out
+    runs: tuple[Channels, ...] = ()
+
+    def neuron_runs(self, width: int) -> list[Channels]:
+        """The runs of the layer's neurons in index order (width: the layer's dense neuron count)."""
+        return list(self.runs) or [Channels((self.ffn_in,), self.ffn_out, width)]
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,9 @@ class Adapter:
     # per-token mask, and a head that reads only the leading `special_tokens` positions ([CLS])
     token_reduction: bool = False
     special_tokens: int = 0
+    # False for families whose layers have no attention heads (CNNs): head-only steps (latency
+    # tables of transformer blocks, Kwon et al.'s refinement) do not apply to them
+    has_attention: bool = True
 
     def __init__(self, model: nn.Module):
         self.model = model
@@ -205,9 +231,35 @@ class Adapter:
     def empty_ffn(self, i: int) -> None:
         raise NotImplementedError
 
+    def empty_runs(self, i: int, runs: list[int]) -> None:
+        """Runs `runs` of layer i's neurons keep nothing (the other runs are already sliced); a
+        zero-width module would break export. One run (transformers): the FFN is emptied."""
+        self.empty_ffn(i)
+
     def head_macs(self) -> int:
         """MACs outside the encoder blocks (pooler, classifier) per example."""
         raise NotImplementedError
+
+    def features(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A block's output as [B, tokens, features], the rows of the trajectory Gram matrices
+        (rows as valid_tokens(batch, layer + 1) counts them). Transformers: the hidden states."""
+        return hidden
+
+    def cost_model(self, seq_len: int, tokens=None):
+        """Linear MAC cost per example (profiling.macs.CostModel) that the search spends the budget
+        with: the transformer formula, each layer at its own width and token count (tokens: the
+        tokens entering each block when some were dropped), windowed attention where it applies."""
+        from profiling.macs import mac_cost_model
+
+        d = self.dims()
+        n = self.layer_tokens(seq_len) if tokens is None else list(tokens)
+        return mac_cost_model(d.num_layers, d.layer_hidden, d.layer_head_dim, n, self.head_macs(),
+                              self.attention_keys())
+
+    def spec_macs(self, spec, seq_len: int) -> int:
+        """MACs per example of the model narrowed to `spec` (exact where the cost model is not)."""
+        tokens = spec.kept_tokens(self.seq_len(seq_len)) if spec.tokens is not None else None
+        return int(round(self.cost_model(seq_len, tokens).total(spec.kept_heads, spec.kept_neurons)))
 
     def keep_tokens(self, i: int, idx: torch.Tensor) -> None:
         """Block i sees only rows `idx` of the tokens that reach it: a constant index_select

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from ..channels import ops
 from . import Scores, register
 
 
@@ -19,10 +20,16 @@ def magnitude(adapter, batches, cfg):
         for i in range(d.num_layers):
             p = adapter.parts(i)
             H, hd, F = d.layer_heads[i], d.layer_head_dim[i], d.layer_ffn[i]
-            per_head = [w.view(H, hd, -1).pow(2).sum((1, 2)) for w in (p.q.weight, p.k.weight, p.v.weight)]
-            per_head.append(p.o.weight.view(-1, H, hd).pow(2).sum((0, 2)))
-            heads[i, :H] = sum(per_head)
-            neurons[i, :F] = p.ffn_in.weight.pow(2).sum(1) + p.ffn_out.weight.pow(2).sum(0)
+            if H:
+                per_head = [w.view(H, hd, -1).pow(2).sum((1, 2)) for w in (p.q.weight, p.k.weight, p.v.weight)]
+                per_head.append(p.o.weight.view(-1, H, hd).pow(2).sum((0, 2)))
+                heads[i, :H] = sum(per_head)
+            start = 0
+            for run in p.neuron_runs(F) if F else []:
+                # producers' rows / output channels (a BatchNorm adds nothing) + the consumer's columns
+                sq = sum(ops(m).out_sq(m) for m in run.producers) + ops(run.consumer).in_sq(run.consumer)
+                neurons[i, start:start + run.width] = sq
+                start += run.width
     return Scores(heads, neurons, {"method": "magnitude"})
 
 

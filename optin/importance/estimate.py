@@ -47,7 +47,9 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
     mine = distributed.shard(range(len(batches)))  # all of them unless launched by torchrun
     with mask_variables(adapter) as (hm, nm):
         def accumulate(target, into_h, into_n, weight):
-            gh, gn = torch.autograd.grad(target, [hm, nm], retain_graph=True)
+            # allow_unused: a model without attention (a CNN) never reads the [layers, 0] head mask
+            gh, gn = torch.autograd.grad(target, [hm, nm], retain_graph=True, allow_unused=True,
+                                         materialize_grads=True)
             into_h += weight * gh ** 2
             into_n += weight * gn ** 2
 
@@ -59,7 +61,7 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
             grams = []
             for i in range(L):
                 h = adapter.run_layer(i, h, ctx)
-                grams.append(_gram(h, rows[bi][i]))
+                grams.append(_gram(adapter.features(h), rows[bi][i]))
             logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
             for z in range(L):
                 w_md = 1.0 / (probes * grams[z].numel())  # rows may differ by layer (Swin stages)

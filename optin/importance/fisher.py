@@ -29,7 +29,7 @@ def mask_gradients(adapter, batches, desc: str = "mask gradients"):
     with mask_variables(adapter) as (hm, nm):
         for ex in tqdm(single_examples(batches), total=total, desc=desc, unit="ex"):
             loss = torch.nn.functional.cross_entropy(adapter.forward(ex), ex["labels"])
-            gh, gn = torch.autograd.grad(loss, [hm, nm])
+            gh, gn = torch.autograd.grad(loss, [hm, nm], allow_unused=True, materialize_grads=True)  # CNN: no heads
             yield gh.detach(), gn.detach()
 
 

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from .. import distributed
 from ..errors import BadInput
+from ..channels import ops
 from ..masking import mask_hooks
 from . import Scores, register
 
@@ -62,6 +63,15 @@ def layer_rows(adapter, batch: dict, rows_per_batch: int, gen: torch.Generator) 
     return rows
 
 
+def _runs(adapter, d, i: int) -> list:
+    """(run, first neuron index) for each run of layer i's neurons (optin.adapters.base.Channels)."""
+    out, start = [], 0
+    for run in (adapter.parts(i).neuron_runs(d.layer_ffn[i]) if d.layer_ffn[i] else []):
+        out.append((run, start))
+        start += run.width
+    return out
+
+
 class _DenseCache:
     """Dense per-batch block inputs, Gram matrices per layer output, log-probs, FFN activity."""
 
@@ -70,10 +80,12 @@ class _DenseCache:
         gen = torch.Generator().manual_seed(seed)
         self.items = []
         act = torch.zeros(d.num_layers, d.ffn_size)
-        count = torch.zeros(d.num_layers)  # real tokens each layer's FFN ran on
+        count = torch.zeros(d.num_layers, d.ffn_size)  # rows (real tokens, positions) each neuron was seen on
+        runs = [_runs(adapter, d, i) for i in range(d.num_layers)]
         acts = {}
-        hooks = [adapter.parts(i).ffn_out.register_forward_pre_hook(
-            lambda m, a, i=i: acts.__setitem__(i, a[0].detach())) for i in range(d.num_layers)]
+        hooks = [run.consumer.register_forward_pre_hook(
+            lambda m, a, key=(i, r): acts.__setitem__(key, a[0].detach()))
+            for i in range(d.num_layers) for r, (run, _) in enumerate(runs[i])]
         try:
             for b in batches:
                 rows = layer_rows(adapter, b, rows_per_batch, gen)
@@ -82,11 +94,12 @@ class _DenseCache:
                 for i in range(d.num_layers):
                     inputs.append(h)
                     h = adapter.run_layer(i, h, ctx)
-                    grams.append(_gram(h, rows[i]))
-                    valid = adapter.valid_tokens(b, i).reshape(-1)  # the tokens this block's FFN ran on
-                    a = acts[i].reshape(-1, d.layer_ffn[i])[valid]
-                    act[i, :d.layer_ffn[i]] += a.abs().sum(0)
-                    count[i] += int(valid.sum())
+                    grams.append(_gram(adapter.features(h), rows[i]))
+                    valid = adapter.valid_tokens(b, i)  # the tokens this block's FFN ran on
+                    for r, (run, start) in enumerate(runs[i]):
+                        a = ops(run.consumer).rows(acts[(i, r)], valid)
+                        act[i, start:start + run.width] += a.abs().sum(0)
+                        count[i, start:start + run.width] += a.shape[0]
                 logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
                 self.items.append((inputs, ctx, rows, grams, logp))
         finally:
@@ -94,8 +107,9 @@ class _DenseCache:
                 hk.remove()
         out_norm = torch.zeros(d.num_layers, d.ffn_size)
         for i in range(d.num_layers):
-            out_norm[i, :d.layer_ffn[i]] = adapter.parts(i).ffn_out.weight.detach().float().norm(dim=0)
-        self.neuron_proxy = act / count.clamp(min=1)[:, None] * out_norm
+            for run, start in runs[i]:
+                out_norm[i, start:start + run.width] = ops(run.consumer).in_norm(run.consumer)
+        self.neuron_proxy = act / count.clamp(min=1) * out_norm
 
 
 def _candidates(d, proxy, group_size):
@@ -170,7 +184,7 @@ def trajectory(adapter, batches, cfg):
                 for z in range(i, d.num_layers):
                     h = adapter.run_layer(z, h, kctx)
                     for r, hr in enumerate(h.chunk(k)):
-                        md[group[r], z] += (_gram(hr, rows[z]) - grams[z]).pow(2).sum() / grams[z].numel()
+                        md[group[r], z] += (_gram(adapter.features(hr), rows[z]) - grams[z]).pow(2).sum() / grams[z].numel()
                 q = F.log_softmax(adapter.head(h, kctx).float(), -1)
                 for r, qr in enumerate(q.chunk(k)):
                     kd[group[r]] += F.kl_div(qr, logp, log_target=True, reduction="batchmean")

@@ -23,7 +23,8 @@ def _dead_head_model(family):
 
 
 @pytest.mark.parametrize("method", ["optin", "optin-est", "fisher"])
-def test_dead_head_scores_zero(family, method):
+def test_dead_head_scores_zero(attention_family, method):
+    family = attention_family  # heads only
     model, a = _dead_head_model(family)
     s = get_method(method)(a, tiny_batches(), CFG)
     assert s.heads.shape == (3, 4) and s.neurons.shape == (3, 48)
@@ -88,7 +89,9 @@ def test_batched_candidates_match_one_at_a_time(family):
     many = get_method("optin")(a, tiny_batches(), ScoreConfig(group_size=8, rows_per_batch=16, candidates_per_pass=5))
     r1, r2 = one.meta["raw"], many.meta["raw"]
     assert torch.allclose(r1["md"], r2["md"], rtol=1e-4, atol=1e-9)
-    assert torch.allclose(r1["kd"], r2["kd"], rtol=1e-4, atol=1e-9)
+    # a KL between float32 log-probabilities that agree to rounding is ~1e-8, not 0 (a candidate
+    # that changes nothing, as a dead channel of a tiny CNN)
+    assert torch.allclose(r1["kd"], r2["kd"], rtol=1e-4, atol=1e-7)
     assert torch.equal(one.heads.argsort(1), many.heads.argsort(1))
 
 

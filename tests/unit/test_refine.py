@@ -55,7 +55,8 @@ def test_fisher_blocks_diagonal_is_fisher_score():
 
 
 @pytest.mark.parametrize("shrink", [False, True])
-def test_rearrange_keeps_counts_and_never_raises_objective(family, shrink):
+def test_rearrange_keeps_counts_and_never_raises_objective(attention_family, shrink):
+    family = attention_family  # refine.py works on attention heads and Linear FFNs
     a = adapter_for(tiny_model(family))
     blocks = fisher_blocks(a, tiny_batches())
     bh, bn = blocks.matrices(shrink)  # the objective that rearrange minimises
@@ -162,7 +163,8 @@ def _direct_layer0_errors(a, batches, hs, ns):
     return err
 
 
-def test_tune_lowers_reconstruction_error(family):
+def test_tune_lowers_reconstruction_error(attention_family):
+    family = attention_family  # refine.py works on attention heads and Linear FFNs
     a = adapter_for(tiny_model(family))
     batches = tiny_batches(3, 6, 12)
     hm, nm = _masks(dims=a.dims())
@@ -204,7 +206,8 @@ def test_tune_falls_back_to_one_when_extreme():
     assert torch.equal(hs, hm) and torch.equal(ns, nm)
 
 
-def test_folded_narrowed_equals_masked_with_scales(family):
+def test_folded_narrowed_equals_masked_with_scales(attention_family):
+    family = attention_family  # refine.py works on attention heads and Linear FFNs
     model = tiny_model(family)
     a = adapter_for(model)
     batches = tiny_batches(3, 6, 12)

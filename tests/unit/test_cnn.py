@@ -1,0 +1,178 @@
+"""CNN channel pruning: tiny random ResNets (basic and bottleneck blocks) and EfficientNet-Lite.
+
+The family-parametrised tests (test_adapters, test_macs, test_export, …) run the `resnet` (basic
+blocks) and `efficientnet_lite` tiny models too; here: what only CNNs have — bottleneck blocks
+with two runs of inner channels and emptied runs, exact conv MACs against fvcore, the
+EfficientNet-PyTorch weight conversion, and a prune end to end on random images."""
+import pytest
+import torch
+
+from conftest import tiny_batches, tiny_model
+from optin.adapters import adapter_for
+from optin.masking import mask_hooks
+from optin.narrow import narrow
+from optin.spec import PruneSpec
+
+VARIANTS = ("resnet", "resnet-bottleneck", "efficientnet_lite")
+
+
+def _model(variant, seed=0):
+    if variant == "resnet-bottleneck":
+        return tiny_model("resnet", seed, layer_type="bottleneck")
+    return tiny_model(variant, seed)
+
+
+def _images(seed=0, n=4):
+    return tiny_batches(batch=n, seed=seed, model_type="resnet")[0]["pixel_values"]
+
+
+def _spec(model, keep):
+    """keep: per layer, a function of (unit index, layer width) → kept?"""
+    a = adapter_for(model)
+    d = a.dims()
+    neurons = tuple(tuple(n for n in range(d.layer_ffn[i]) if keep[i](n, d.layer_ffn[i])) for i in range(d.num_layers))
+    return PruneSpec(model.config.model_type, d.num_heads, d.ffn_size, tuple(() for _ in neurons), neurons,
+                     layer_heads=d.layer_heads, layer_ffn=d.layer_ffn)
+
+
+# every other channel of layer 0; layer 1 emptied in its second half (a bottleneck's second run),
+# layer 2 keeps its last quarter (a bottleneck's first run emptied)
+MIXED = (lambda n, w: n % 2 == 0, lambda n, w: n < w // 2, lambda n, w: n >= 3 * w // 4)
+
+
+def _masked_and_narrowed(model, spec, x):
+    a = adapter_for(model)
+    with torch.no_grad():
+        dense = model(pixel_values=x).logits
+        with mask_hooks(a) as state:
+            state.set(*spec.masks())
+            masked = model(pixel_values=x).logits
+        narrow(a, spec)
+        narrowed = model(pixel_values=x).logits
+    return dense, masked, narrowed
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_narrowed_equals_masked_with_emptied_runs(variant):
+    model = _model(variant)
+    spec = _spec(model, MIXED)
+    x = _images()
+    dense, masked, narrowed = _masked_and_narrowed(model, spec, x)
+    assert (masked - narrowed).abs().max() <= 1e-5
+    assert (dense - narrowed).abs().max() > 1e-3
+
+
+def test_every_channel_of_every_block_pruned():
+    """Every branch becomes a constant; what is left is the stem, the shortcuts and the classifier."""
+    for variant in VARIANTS:
+        model = _model(variant)
+        spec = _spec(model, [lambda n, w: False] * 3)
+        dense, masked, narrowed = _masked_and_narrowed(model, spec, _images())
+        assert (masked - narrowed).abs().max() <= 1e-5, variant
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_exact_macs_against_fvcore(variant):
+    """Conv and Linear MACs: the adapter's count equals fvcore's exactly, dense and pruned; for
+    linear families the search's cost model equals it too, for bottlenecks it bounds it from above."""
+    from optin.prune import fvcore_count
+    from profiling.macs import MATMUL_OPS
+
+    model = _model(variant)
+    a = adapter_for(model)
+    d = a.dims()
+    cm = a.cost_model()
+    dense_spec = _spec(model, [lambda n, w: True] * 3)
+    assert a.spec_macs(dense_spec) == fvcore_count(model, 0, MATMUL_OPS)
+    assert cm.total(d.layer_heads, d.layer_ffn) == pytest.approx(a.spec_macs(dense_spec), rel=1e-9)
+    spec = _spec(model, MIXED)
+    narrow(a, spec)
+    pruned = a.spec_macs(spec)
+    assert pruned == fvcore_count(model, 0, MATMUL_OPS) < a.spec_macs(dense_spec)
+    linear = cm.total(spec.kept_heads, spec.kept_neurons)
+    if variant == "resnet-bottleneck":
+        assert pruned <= linear
+    else:
+        assert pruned == pytest.approx(linear, rel=1e-9)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_layer_features_and_grids(variant):
+    """Each block's output becomes H·W token rows of C features; valid_tokens follows the grid."""
+    model = _model(variant)
+    a = adapter_for(model)
+    b = {"pixel_values": _images()}
+    h, ctx = a.embed(b)
+    for i in range(len(a.layers())):
+        assert a.valid_tokens(b, i).shape == (4, h.shape[2] * h.shape[3])
+        h = a.run_layer(i, h, ctx)
+        f = a.features(h)
+        assert f.shape == (4, h.shape[2] * h.shape[3], a.dims().layer_hidden[i])
+    assert a.valid_tokens(b, len(a.layers())).shape == f.shape[:2]
+    assert torch.allclose(a.head(h, ctx), model(**b).logits, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_onnx_parity_of_a_pruned_cnn(variant, tmp_path):
+    from export.onnx import export_onnx
+    from optin.io import load_pruned, save_pruned
+
+    model = _model(variant)
+    spec = _spec(model, MIXED)
+    narrow(adapter_for(model), spec)
+    save_pruned(model, None, spec, str(tmp_path), extra={"seq_len": 144, "max_length": 144, "data": None})
+    again = load_pruned(str(tmp_path))
+    x = _images(seed=3)
+    assert torch.equal(model(pixel_values=x).logits, again(pixel_values=x).logits)
+    rep = export_onnx(str(tmp_path), log=lambda s: None)
+    assert rep["parity"]["max_abs_diff"] <= 1e-5 and rep["dynamic_axes"] == ["batch"]
+
+
+def test_search_respects_the_budget_and_prune_runs_end_to_end(tmp_path):
+    from test_vision import _image_folder
+
+    from optin.prune import PruneConfig, prune
+
+    folder = tmp_path / "resnet"
+    model = tiny_model("resnet")
+    model.save_pretrained(folder)
+    from optin.images import ImageProcessor
+
+    ImageProcessor.for_model(model.config).save_pretrained(str(folder))
+    data = _image_folder(tmp_path / "images")
+    for method in ("optin", "optin-est", "fisher", "magnitude", "random"):
+        out = tmp_path / f"out-{method}"
+        rep = prune(str(folder), f"imagefolder:{data}", str(out),
+                    PruneConfig(flops=0.6, method=method, calib=8, batch_size=4), log=lambda s: None)
+        m = rep["macs"]
+        assert 0.5 < m["ratio"] <= 0.6 + 1e-9, (method, m)
+        # conv + linear MACs exactly as fvcore counts them; its total adds BatchNorm and pooling
+        assert m["pruned"] == m["fvcore_matmul_pruned"] and m["dense"] == m["fvcore_matmul_dense"], (method, m)
+        assert m["dense"] < m["fvcore_dense"] < 1.1 * m["dense"], (method, m)
+        assert rep["kept"]["heads"] == [0, 0, 0]
+        assert sum(rep["kept"]["neurons"]) < sum(adapter_for(model).dims().layer_ffn)
+
+
+def test_efficientnet_pytorch_conversion():
+    """Random EfficientNet-Lite0 of the reference implementation (lukemelas/EfficientNet-PyTorch,
+    as packaged by efficientnet-lite-pytorch) → our model: the same logits."""
+    ref_pkg = pytest.importorskip("efficientnet_lite_pytorch", reason="pip install --no-deps efficientnet-lite-pytorch")
+    from optin.models.efficientnet_lite import (EfficientNetLiteConfig, EfficientNetLiteForImageClassification,
+                                                convert_lukemelas_state_dict)
+
+    torch.manual_seed(0)
+    ref = ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval()
+    with torch.no_grad():
+        for m in ref.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.normal_(0, 0.1)
+    ours = EfficientNetLiteForImageClassification(EfficientNetLiteConfig(num_labels=1000)).eval()
+    ours.load_state_dict(convert_lukemelas_state_dict(ref.state_dict()), strict=True)
+    x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert (ours(pixel_values=x).logits - ref(x)).abs().max() <= 1e-4
+    with pytest.raises(KeyError, match="unexpected"):
+        convert_lukemelas_state_dict({"_se_reduce.weight": torch.zeros(1)})
