@@ -9,7 +9,8 @@ from .errors import OptinError
 
 
 def _add_prune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="zoo name (minilm-rt, vit-fmnist), local Hugging Face folder, or hub id")
+    p.add_argument("model", help="zoo name (minilm-rt, vit-fmnist, resnet-fmnist, efficientnet-lite0), local Hugging "
+                   "Face folder, or hub id")
     p.add_argument("--data", required=True, help="rotten-tomatoes, a CSV/JSONL file, hf:NAME[/CONFIG]; "
                    "images: fashion-mnist, imagefolder:DIR")
     p.add_argument("--flops", type=float, default=0.6, help="MAC budget as a fraction of dense (0, 1]")
@@ -23,7 +24,9 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-length", type=int, default=None,
                    help="tokens per example; MACs are counted at this length (default: model's, else 128; "
                    "images: patches + [CLS], fixed)")
-    p.add_argument("--align", type=int, default=1, help="keep FFN widths at multiples of N")
+    p.add_argument("--align", type=int, default=None,
+                   help="keep FFN widths (CNN channels) at multiples of N (default: the family's; 8 for CNN "
+                        "channels, 1 otherwise)")
     p.add_argument("--token-share", type=float, default=0.0,
                    help="ViT/DeiT: part of the MAC reduction taken by dropping tokens, 0-1 (default 0: heads "
                         "and neurons only); the rest comes from heads and neurons")

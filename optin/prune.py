@@ -28,7 +28,7 @@ class PruneConfig:
     calib: int = 128              # calibration examples
     batch_size: int = 32
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
-    align: int = 1
+    align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
     token_share: float = 0.0       # part of the MAC reduction taken by dropping tokens (ViT/DeiT; optin.tokens)
     eval_limit: int | None = None  # cap on test examples (None: the whole test split)
     fvcore: bool = True
@@ -162,7 +162,8 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     path, model, tok, adapter, seq, calib_b, test_b, ds = prepare(model_spec, data_spec, cfg, log)
     dims = adapter.dims()
     costs = cost_model_for(adapter, seq)
-    dense_macs = int(costs.total(dims.layer_heads, dims.layer_ffn))
+    dense_macs = adapter.spec_macs(PruneSpec.from_masks(  # every unit each layer has
+        model.config.model_type, *[m.float() for m in dims.present()], dims=dims), seq)
 
     acc_dense = accuracy(model, test_b, "dense accuracy") if distributed.is_main() else None
     t1 = time.time()
@@ -177,15 +178,16 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     extra = {"seq_len": seq, "max_length": seq, "source": path, "data": data_spec}
     retune = None
     c_type = model.config.model_type
+    align = adapter.default_align if cfg.align is None else cfg.align
     if latency is None:
         if kept_tokens is not None:  # heads and neurons are costed at the reduced token counts
             costs = cost_model_for(adapter, seq, [len(k) for k in kept_tokens])
-        res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, cfg.align)
+        res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, align)
         spec = PruneSpec.from_masks(c_type, res.head_mask, res.neuron_mask, kept_tokens, dims=dims)
     else:
         from .retune import latency_search
 
-        spec, retune = latency_search(scores, adapter, tok, path, latency, extra, cfg.align, log=log)
+        spec, retune = latency_search(scores, adapter, tok, path, latency, extra, align, log=log)
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
     narrow(adapter, spec)
@@ -202,7 +204,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     t4 = time.time()
     report = {
         "command": "prune", "model": model_spec, "model_path": path, "model_type": c_type, "data": data_spec,
-        "method": cfg.method, "budget": None if latency else cfg.flops, "macs": macs,
+        "method": cfg.method, "budget": None if latency else cfg.flops, "align": align, "macs": macs,
         "accuracy": {"dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"],
                      "dense_ci95": acc_dense["ci95"], "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"]},
         "kept": {"heads": spec.kept_heads, "neurons": spec.kept_neurons,

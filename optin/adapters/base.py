@@ -131,6 +131,8 @@ class Adapter:
     # False for families whose layers have no attention heads (CNNs): head-only steps (latency
     # tables of transformer blocks, Kwon et al.'s refinement) do not apply to them
     has_attention: bool = True
+    # neurons kept in multiples of this unless --align says otherwise (optin.search)
+    default_align: int = 1
 
     def __init__(self, model: nn.Module):
         self.model = model

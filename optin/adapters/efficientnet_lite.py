@@ -67,12 +67,6 @@ class EfficientNetLiteAdapter(ConvAdapter):
         k, s, e, cin, cout = self._arg(i)
         return [Channels((b.expand_conv, b.bn0, b.depthwise_conv, b.bn1), b.project_conv, cin * e)]
 
-    def parts(self, i):
-        from .base import LayerParts
-
-        r = self.runs(i)
-        return LayerParts(None, None, None, None, r[0].producers[0], r[0].consumer, runs=tuple(r))
-
     # --- grids and MACs (dense, from the config: TF SAME padding gives ceil(size / stride)) -------
     def _sizes(self):
         """Grid entering each block (all of them), and after the last one; the stem's output first."""

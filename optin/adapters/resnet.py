@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 
 from .base import Channels
-from .conv import ConstantBranch, ConvAdapter, apply_eval, conv_macs, conv_out, per_in_channel, per_out_channel, per_pair
+from .conv import (ConstantBranch, ConvAdapter, apply_eval, conv_macs, conv_out, per_in_channel, per_out_channel,
+                   per_pair)
 from .registry import register
 
 
@@ -73,12 +74,6 @@ class ResNetAdapter(ConvAdapter):
             return [first]
         return [first, Channels((c[1].convolution, c[1].normalization), c[2].convolution, w)]
 
-    def parts(self, i):
-        from .base import LayerParts
-
-        r = self.runs(i)
-        return LayerParts(None, None, None, None, r[0].producers[0], r[0].consumer, runs=tuple(r))
-
     # --- grids and MACs ---------------------------------------------------------------------------
     def _conv_grids(self):
         """Per block: its input size and the output size of each of its branch convs, and the final
@@ -108,9 +103,13 @@ class ResNetAdapter(ConvAdapter):
         c1 = per_out_channel(convs[0].convolution, out[0])
         if not self.bottleneck:
             return [c1 + per_in_channel(convs[1].convolution, out[1])]
-        # conv2 (3×3) sits between the runs: half of it to each, at the other run's dense width
-        half = per_pair(convs[1].convolution, out[1]) * self._dense_inner(i) // 2
-        return [c1 + half, half + per_in_channel(convs[2].convolution, out[2])]
+        # conv2 (3×3) sits between the runs and costs pair·m1·m2 ≤ pair·(a·m1·M + (1 − a)·M·m2) for any
+        # a in [0, 1] (m ≤ M): charge run 1 the share a, run 2 the rest, a chosen so that a channel of
+        # either run costs the same (then the layer's per-channel cost is exact at dense widths)
+        pair = per_pair(convs[1].convolution, out[1]) * self._dense_inner(i)
+        c3 = per_in_channel(convs[2].convolution, out[2])
+        a = min(1.0, max(0.0, (c3 - c1 + pair) / (2 * pair)))
+        return [c1 + a * pair, c3 + (1 - a) * pair]
 
     def fixed_macs(self):
         blocks, _ = self._conv_grids()

@@ -145,12 +145,14 @@ def test_search_respects_the_budget_and_prune_runs_end_to_end(tmp_path):
         rep = prune(str(folder), f"imagefolder:{data}", str(out),
                     PruneConfig(flops=0.6, method=method, calib=8, batch_size=4), log=lambda s: None)
         m = rep["macs"]
-        assert 0.5 < m["ratio"] <= 0.6 + 1e-9, (method, m)
+        assert 0.4 < m["ratio"] <= 0.6 + 1e-9, (method, m)
         # conv + linear MACs exactly as fvcore counts them; its total adds BatchNorm and pooling
         assert m["pruned"] == m["fvcore_matmul_pruned"] and m["dense"] == m["fvcore_matmul_dense"], (method, m)
         assert m["dense"] < m["fvcore_dense"] < 1.1 * m["dense"], (method, m)
         assert rep["kept"]["heads"] == [0, 0, 0]
         assert sum(rep["kept"]["neurons"]) < sum(adapter_for(model).dims().layer_ffn)
+        # CNN channels are kept in multiples of 8 unless --align says otherwise (ONNX Runtime's conv blocks)
+        assert rep["align"] == 8 and all(n % 8 == 0 for n in rep["kept"]["neurons"]), rep["kept"]
 
 
 def test_efficientnet_pytorch_conversion():
@@ -176,3 +178,23 @@ def test_efficientnet_pytorch_conversion():
         assert (ours(pixel_values=x).logits - ref(x)).abs().max() <= 1e-4
     with pytest.raises(KeyError, match="unexpected"):
         convert_lukemelas_state_dict({"_se_reduce.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("share", [0.3, 0.6, 0.9])
+def test_search_budget_holds_for_bottlenecks(share):
+    """The search's linear cost bounds a bottleneck's exact MACs (conv2 costs m1·m2·9·H·W) from
+    above, so the exact count of the searched mask stays within the budget, whatever the scores."""
+    from optin.search import search
+
+    model = _model("resnet-bottleneck")
+    a = adapter_for(model)
+    d = a.dims()
+    dense = a.spec_macs(_spec(model, [lambda n, w: True] * 3))
+    budget = a.fixed_macs() + share * (dense - a.fixed_macs())  # the tiny model's stem and shortcuts dominate
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        scores = torch.rand(d.num_layers, d.ffn_size, generator=g).masked_fill(~d.present()[1], float("-inf"))
+        res = search(torch.zeros(d.num_layers, 0), scores, a.cost_model(), budget)
+        spec = PruneSpec.from_masks("resnet", res.head_mask, res.neuron_mask, dims=d)
+        assert a.spec_macs(spec) <= budget + 1e-6
+        assert a.spec_macs(spec) <= res.cost + 1e-6
