@@ -50,6 +50,7 @@ $(BENCH_DEPS): $(STAMP)
 # Every number and plot in bench/README.md (hours on 2 cores; bench-quick is CI-sized).
 bench: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py
+	$(BIN)/python bench/accuracy_vs_macs.py --model vit-fmnist
 	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/ablate_depth.py 0.4,0.5,0.6 normalized,sum,mean,final,anchored 0.1
