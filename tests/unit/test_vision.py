@@ -79,3 +79,28 @@ def test_dynamo_export_of_a_pruned_vit(tmp_path):
     save_pruned(model, None, spec, str(tmp_path), extra={"seq_len": 11, "max_length": 11, "data": None})
     rep = export_onnx(str(tmp_path), dynamo=True, log=lambda s: None)
     assert rep["parity"]["max_abs_diff"] <= 1e-5 and rep["dynamic_axes"] == ["batch"]
+
+
+def test_hf_image_dataset(tiny_folders, tmp_path):
+    """`hf:` image data (a local dataset folder here; hub names work the same for users with a hub):
+    the Image column is found, calibration comes from train and evaluation from test."""
+    import datasets
+
+    rng = np.random.default_rng(0)
+    feats = datasets.Features({"img": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])})
+    for split, n in (("train", 12), ("test", 9)):
+        datasets.Dataset.from_dict({"img": [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(n)],
+                                    "label": [i % 3 for i in range(n)]}, features=feats).to_parquet(
+            str(tmp_path / f"{split}.parquet"))
+    from optin.data import load_data
+
+    ds = load_data(f"hf:{tmp_path}")
+    assert ds.meta["modality"] == "image" and len(ds.split("calib")) == 12 and len(ds.split("test")) == 9
+    assert ds.split("test")[0][0].shape == (16, 16, 3) and ds.split("test")[4][2] == 1
+    out = tmp_path / "p"
+    r = subprocess.run([sys.executable, "-m", "optin.cli", "prune", str(tiny_folders["vit"]), "--data", f"hf:{tmp_path}",
+                        "--flops", "0.6", "--calib", "8", "--method", "fisher", "--no-fvcore", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["accuracy"]["test_examples"] == 9 and rep["calibration_examples"] == 8
