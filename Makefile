@@ -64,6 +64,7 @@ bench: install $(BENCH_DEPS)
 	$(BIN)/python bench/speed_methods.py
 	$(BIN)/python bench/speed_tp.py
 	$(BIN)/python bench/tokens.py --budgets 0.4,0.5,0.6,0.7 --shares 0,0.25,0.5,1
+	$(BIN)/python bench/cnn.py
 
 bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py --quick
@@ -73,6 +74,7 @@ bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/tp_baseline.py --quick
 	$(BIN)/python bench/speed_tp.py --quick
 	$(BIN)/python bench/tokens.py --quick
+	$(BIN)/python bench/cnn.py --quick
 
 bench-speed: install
 	$(BIN)/python bench/speed_ort.py

@@ -35,6 +35,9 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depth", default="normalized", help="trajectory combination: normalized, sum, mean, final")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on at most N test examples")
     p.add_argument("--no-fvcore", action="store_true", help="skip the fvcore MAC cross-check")
+    p.add_argument("--no-bn-recalib", action="store_true",
+                   help="keep the dense model's BatchNorm statistics after narrowing (CNNs; default: re-estimate "
+                        "them on the calibration images, a forward pass, no training)")
     p.add_argument("--latency-target", type=float, default=None,
                    help="re-tune the mask until the measured speedup over dense reaches X (replaces --flops)")
     p.add_argument("--backend", default="onnxruntime", help="backend the latency is measured on")
@@ -48,7 +51,8 @@ def _prune_config(a):
     from .prune import PruneConfig
 
     return PruneConfig(flops=a.flops, method=a.method, seed=a.seed, calib=a.calib, batch_size=a.batch_size,
-                       max_length=a.max_length, align=a.align, token_share=a.token_share, eval_limit=a.eval_limit, fvcore=not a.no_fvcore,
+                       max_length=a.max_length, align=a.align, token_share=a.token_share, eval_limit=a.eval_limit,
+                       fvcore=not a.no_fvcore, bn_recalib=not a.no_bn_recalib,
                        score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth))
 
 

@@ -29,6 +29,7 @@ class PruneConfig:
     batch_size: int = 32
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
+    bn_recalib: bool = True        # re-estimate BatchNorm statistics after narrowing (optin.recalibrate)
     token_share: float = 0.0       # part of the MAC reduction taken by dropping tokens (ViT/DeiT; optin.tokens)
     eval_limit: int | None = None  # cap on test examples (None: the whole test split)
     fvcore: bool = True
@@ -57,6 +58,15 @@ def cost_model_for(adapter, seq_len: int, tokens=None):
     """MACs per example (the family's Adapter.cost_model); tokens: tokens entering each block when
     some were dropped (spec.kept_tokens)."""
     return adapter.cost_model(seq_len, tokens)
+
+
+def dense_model_macs(adapter, seq_len: int) -> int:
+    """Exact MACs per example of the dense model: every unit each layer has."""
+    from .spec import PruneSpec
+
+    d = adapter.dims()
+    return adapter.spec_macs(PruneSpec.from_masks(adapter.config.model_type, *[m.float() for m in d.present()],
+                                                  dims=d), seq_len)
 
 
 def _token_step(adapter, batches, cfg: PruneConfig, seq: int, dense_macs: int):
@@ -162,8 +172,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     path, model, tok, adapter, seq, calib_b, test_b, ds = prepare(model_spec, data_spec, cfg, log)
     dims = adapter.dims()
     costs = cost_model_for(adapter, seq)
-    dense_macs = adapter.spec_macs(PruneSpec.from_masks(  # every unit each layer has
-        model.config.model_type, *[m.float() for m in dims.present()], dims=dims), seq)
+    dense_macs = dense_model_macs(adapter, seq)
 
     acc_dense = accuracy(model, test_b, "dense accuracy") if distributed.is_main() else None
     t1 = time.time()
@@ -192,6 +201,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
     narrow(adapter, spec)
     pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
+    bn = _recalibrate(adapter, calib_b, test_b) if cfg.bn_recalib else None
     acc_pruned = accuracy(model, test_b, "pruned accuracy")
 
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
@@ -213,6 +223,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
                  "tokens": adapter.layer_tokens(seq) if spec.tokens is None else spec.kept_tokens(seq),
                  "dense_tokens": seq},
         "tokens": token_info,
+        "bn_recalibration": bn,
         "seconds": {"scoring": t2 - t1, "search": t3 - t2, "total": t4 - t0},
         "seed": cfg.seed, "config": _config_dict(cfg), "calibration_examples": sum(len(b["labels"]) for b in calib_b),
         "scoring": {**{k: v for k, v in scores.meta.items() if k != "raw"}, "processes": distributed.world()},
@@ -227,6 +238,20 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     distributed.finish()
     log(summary(report))
     return report
+
+
+def _recalibrate(adapter, calib_b, test_b) -> dict | None:
+    """BatchNorm statistics of the narrowed model re-estimated on the calibration batches
+    (optin.recalibrate); the accuracy before stays in the report so the effect of this step is
+    visible. None when the model has no BatchNorm."""
+    from .evaluate import accuracy
+    from .recalibrate import batchnorms, recalibrate_batchnorm
+
+    if not batchnorms(adapter.model):
+        return None
+    before = accuracy(adapter.model, test_b, "pruned accuracy before BatchNorm recalibration")
+    n = recalibrate_batchnorm(adapter.model, calib_b, adapter.input_names())
+    return {"layers": n, "examples": sum(len(b["labels"]) for b in calib_b), "accuracy_before": before["accuracy"]}
 
 
 def _config_dict(cfg: PruneConfig) -> dict:

@@ -198,3 +198,57 @@ def test_search_budget_holds_for_bottlenecks(share):
         spec = PruneSpec.from_masks("resnet", res.head_mask, res.neuron_mask, dims=d)
         assert a.spec_macs(spec) <= budget + 1e-6
         assert a.spec_macs(spec) <= res.cost + 1e-6
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_batchnorm_recalibration(variant, tmp_path):
+    """After narrowing, every BatchNorm's running statistics are the mean / unbiased variance of
+    its input over the calibration batches; nothing else changes; a transformer is left alone."""
+    from optin.io import load_pruned, save_pruned
+    from optin.recalibrate import recalibrate_batchnorm
+
+    model = _model(variant)
+    spec = _spec(model, MIXED)
+    narrow(adapter_for(model), spec)
+    batches = [{"pixel_values": _images(seed=s, n=6), "labels": torch.zeros(6, dtype=torch.long)} for s in (1, 2)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    seen = {m: [] for m in norms}
+    hooks = [m.register_forward_pre_hook(lambda mod, a: seen[mod].append(a[0].detach())) for m in norms]
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    assert recalibrate_batchnorm(model, batches, ["pixel_values"]) == len(norms) > 0
+    for h in hooks:
+        h.remove()
+    assert not model.training and not any(m.training for m in norms)
+    for m in norms:
+        xs = [x.transpose(0, 1).flatten(1) for x in seen[m]]  # [C, N·H·W] per batch
+        assert torch.allclose(m.running_mean, torch.stack([x.mean(1) for x in xs]).mean(0), atol=1e-5)
+        assert torch.allclose(m.running_var, torch.stack([x.var(1) for x in xs]).mean(0), atol=1e-4, rtol=1e-4)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in weights.items())
+    # the new statistics are saved and reloaded with the weights
+    save_pruned(model, None, spec, str(tmp_path), extra={"seq_len": 144, "max_length": 144, "data": None})
+    x = _images(seed=3)
+    with torch.no_grad():
+        assert torch.equal(load_pruned(str(tmp_path))(pixel_values=x).logits, model(pixel_values=x).logits)
+    vit = tiny_model("vit")
+    assert recalibrate_batchnorm(vit, batches, ["pixel_values"]) == 0
+
+
+def test_prune_reports_batchnorm_recalibration(tmp_path):
+    from test_vision import _image_folder
+
+    from optin.images import ImageProcessor
+    from optin.prune import PruneConfig, prune
+
+    folder = tmp_path / "resnet"
+    model = tiny_model("resnet")
+    model.save_pretrained(folder)
+    ImageProcessor.for_model(model.config).save_pretrained(str(folder))
+    data = f"imagefolder:{_image_folder(tmp_path / 'images')}"
+    on = prune(str(folder), data, str(tmp_path / "on"), PruneConfig(flops=0.5, method="fisher", calib=8,
+                                                                     batch_size=4, fvcore=False), log=lambda s: None)
+    off = prune(str(folder), data, str(tmp_path / "off"), PruneConfig(flops=0.5, method="fisher", calib=8,
+                                                                      batch_size=4, fvcore=False, bn_recalib=False),
+                log=lambda s: None)
+    assert on["bn_recalibration"]["layers"] > 0 and on["bn_recalibration"]["examples"] == 8
+    assert off["bn_recalibration"] is None and on["kept"] == off["kept"]
+    assert on["bn_recalibration"]["accuracy_before"] == off["accuracy"]["pruned"]
