@@ -32,6 +32,18 @@ def _tiny_cnn_config(model_type: str, labels: int, layer_type: str = "basic"):
                                 stages=((1, 3, 1, 1, 8, 8), (2, 3, 2, 3, 8, 12), (1, 5, 2, 2, 12, 16)))
 
 
+@torch.no_grad()
+def randomise_batchnorms(model, spread: float):
+    """Fresh BatchNorms are identities: give them weights and statistics that matter."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.uniform_(0.5, 1.5)
+            m.bias.normal_(0, spread)
+            m.running_mean.normal_(0, spread)
+            m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
 def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
     from transformers import AutoConfig
 
@@ -42,14 +54,7 @@ def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
     if model_type in CNN:
         model = ADAPTERS[model_type].from_config(_tiny_cnn_config(model_type, t["labels"], **{
             k: v for k, v in dims.items() if k == "layer_type"})).eval()
-        with torch.no_grad():  # fresh BatchNorms are identities: give them statistics that matter
-            for m in model.modules():
-                if isinstance(m, torch.nn.BatchNorm2d):
-                    m.weight.uniform_(0.5, 1.5)
-                    m.bias.normal_(0, 0.3)
-                    m.running_mean.normal_(0, 0.3)
-                    m.running_var.uniform_(0.5, 1.5)
-        return model
+        return randomise_batchnorms(model, 0.3)
     if model_type == "distilbert":
         kw = dict(dim=t["hidden"], n_heads=t["heads"], n_layers=t["layers"], hidden_dim=t["ffn"])
     elif model_type == "swin":

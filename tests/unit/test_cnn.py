@@ -7,7 +7,7 @@ EfficientNet-PyTorch weight conversion, and a prune end to end on random images.
 import pytest
 import torch
 
-from conftest import tiny_batches, tiny_model
+from conftest import randomise_batchnorms, tiny_batches, tiny_model
 from optin.adapters import adapter_for
 from optin.masking import mask_hooks
 from optin.narrow import narrow
@@ -163,14 +163,7 @@ def test_efficientnet_pytorch_conversion():
                                                 convert_lukemelas_state_dict)
 
     torch.manual_seed(0)
-    ref = ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval()
-    with torch.no_grad():
-        for m in ref.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
+    ref = randomise_batchnorms(ref_pkg.EfficientNet.from_name("efficientnet-lite0").eval(), 0.1)
     ours = EfficientNetLiteForImageClassification(EfficientNetLiteConfig(num_labels=1000)).eval()
     ours.load_state_dict(convert_lukemelas_state_dict(ref.state_dict()), strict=True)
     x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
