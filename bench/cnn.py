@@ -83,4 +83,4 @@ write_json(os.path.join(RESULTS, f"cnn{suffix}.json"),
 plot_rows = rows + [{**r, "method": f"{r['method']} (no BN recal.)", "accuracy": r["accuracy_no_recalib"]}
                     for r in rows if r["method"] in ("optin-est", "fisher")]
 plot_accuracy(plot_rows, dense, os.path.join(RESULTS, f"cnn{suffix}.png"),
-              "resnet-fmnist channels, no retraining; BatchNorm statistics re-estimated unless marked")
+              "resnet-fmnist channels, no retraining\n(BatchNorm statistics re-estimated unless marked)")
