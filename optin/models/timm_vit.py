@@ -122,6 +122,7 @@ class TimmVitPreTrainedModel(PreTrainedModel):
     base_model_prefix = "vit"
     main_input_name = "pixel_values"
     input_modalities = ("image",)
+    _supports_sdpa = True
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -134,6 +135,19 @@ class TimmVitForImageClassification(TimmVitPreTrainedModel):
         self.num_labels = config.num_labels
         self.vit = build_timm(config)
         self.post_init()
+        self._apply_attn_implementation()
+
+    def set_attn_implementation(self, attn_implementation):
+        """"eager" (fvcore counts, tiny tests): timm's explicit softmax(q·kᵀ)·v; "sdpa": its fused
+        scaled_dot_product_attention (the same function)."""
+        super().set_attn_implementation(attn_implementation)
+        self._apply_attn_implementation()
+
+    def _apply_attn_implementation(self):
+        fused = self.config._attn_implementation == "sdpa"
+        for m in self.modules():
+            if hasattr(m, "fused_attn"):
+                m.fused_attn = fused
 
     def forward(self, pixel_values=None, labels=None, **kwargs):
         logits = self.vit(pixel_values)
@@ -151,15 +165,33 @@ class TimmVitForImageClassification(TimmVitPreTrainedModel):
         return model
 
 
+def timm_kwargs_of(net: nn.Module) -> dict:
+    """The create_model keyword arguments beyond the widths that rebuild `net`'s layout (tokens,
+    pooling, norms, LayerScale, biases); drop rates are left out (inference)."""
+    b = net.blocks[0]
+    qkv = b.attn.qkv
+    fc = not isinstance(net.fc_norm, nn.Identity)
+    return dict(class_token=net.cls_token is not None, reg_tokens=int(getattr(net, "num_reg_tokens", 0)),
+                global_pool=net.global_pool, no_embed_class=bool(net.no_embed_class),
+                pos_embed="learn" if net.pos_embed is not None else "none",
+                qkv_bias=(qkv.q if isinstance(qkv, SplitQKV) else qkv).bias is not None,
+                qk_norm=not isinstance(b.attn.q_norm, nn.Identity), proj_bias=b.attn.proj.bias is not None,
+                init_values=None if isinstance(b.ls1, nn.Identity) else 1.0,
+                pre_norm=not isinstance(net.norm_pre, nn.Identity),
+                final_norm=fc or not isinstance(net.norm, nn.Identity), fc_norm=fc,
+                pool_include_prefix=bool(getattr(net, "pool_include_prefix", False)))
+
+
 def config_from_timm(net: nn.Module, name: str, **kwargs) -> TimmVitConfig:
-    """A config that rebuilds `net`'s architecture from its timm name."""
+    """A config that rebuilds `net`'s architecture from its timm name (weights: load them)."""
     check_supported(net)
     pe = net.patch_embed
     b = net.blocks[0]
     return TimmVitConfig(timm_model=name, image_size=int(pe.img_size[0]), patch_size=int(pe.patch_size[0]),
                          num_channels=int(pe.proj.in_channels), hidden_size=int(net.embed_dim),
                          num_hidden_layers=len(net.blocks), num_attention_heads=int(b.attn.num_heads),
-                         intermediate_size=int(b.mlp.fc1.out_features), num_labels=int(net.num_classes), **kwargs)
+                         intermediate_size=int(b.mlp.fc1.out_features), num_labels=int(net.num_classes),
+                         timm_kwargs=timm_kwargs_of(net), **kwargs)
 
 
 def convert_timm_state_dict(sd: dict, prefix: str = "vit.") -> dict:
