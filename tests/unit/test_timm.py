@@ -14,7 +14,9 @@ from conftest import randomise_timm, tiny_batches, tiny_timm_vit, TINY
 from optin.adapters import adapter_for
 from optin.masking import mask_hooks
 from optin.narrow import narrow
+from optin.prune import cost_model_for, fvcore_count
 from optin.spec import PruneSpec
+from profiling.macs import MATMUL_OPS
 
 timm = pytest.importorskip("timm")
 
@@ -59,6 +61,9 @@ def test_variants_narrow_exactly(name, kw, special, tokens_ok, tmp_path):
     model = tiny_timm_vit(TINY, timm_model=name, **kw)
     a = adapter_for(model)
     assert a.special_tokens == special and a.token_reduction == tokens_ok and a.seq_len(None) == 9 + special
+    cm = cost_model_for(a, a.seq_len())
+    dense = cm.total([4] * 3, [48] * 3)
+    assert abs(fvcore_count(model, a.seq_len(), MATMUL_OPS) - dense) / dense < 0.02  # two heads when distilled
     spec = PruneSpec("timm_vit", 4, 48, HEADS, NEURONS)
     x = tiny_batches(model_type="timm_vit")[0]["pixel_values"]
     with torch.no_grad(), mask_hooks(a) as state:
