@@ -89,12 +89,17 @@ def check_supported(net: nn.Module) -> None:
     if not isinstance(net, VisionTransformer):
         raise UnsupportedModel(f"timm model {type(net).__name__} is not a VisionTransformer; OPTIN supports "
                                "timm's VisionTransformer (ViT, DeiT, DeiT distilled)")
+    if getattr(net, "dynamic_img_size", False):
+        raise UnsupportedModel("timm ViT with dynamic_img_size is not supported (a fixed image size is)")
     if getattr(net, "attn_pool", None) is not None:
         raise UnsupportedModel("timm ViT with attention pooling (global_pool='map') is not supported")
     for i, b in enumerate(net.blocks):
         if type(b) is not Block or type(b.attn) is not Attention or type(b.mlp) is not Mlp:
             raise UnsupportedModel(f"timm ViT block {i} ({type(b).__name__}, {type(b.attn).__name__}, "
                                    f"{type(b.mlp).__name__}) is not a plain Block / Attention / Mlp")
+        if not hasattr(b.attn, "attn_dim"):  # older timm reshapes the heads' output to the input width
+            raise UnsupportedModel(f"timm {_timm().__version__}'s Attention has no attn_dim, so its heads cannot "
+                                   "be narrowed: pip install -U timm")
         if not isinstance(b.attn.norm, nn.Identity) or getattr(b.attn, "gate", None) is not None:
             raise UnsupportedModel("timm ViT attention with scale_norm or a gate is not supported")
         if not isinstance(b.mlp.norm, nn.Identity):
