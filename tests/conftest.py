@@ -7,7 +7,7 @@ import torch
 TINY = dict(hidden=32, heads=4, layers=3, ffn=48, vocab=120, labels=3)
 
 
-VISION = ("vit", "deit", "swin")  # image classifiers: 12×12 single-channel images in 4×4 patches (9 + special tokens)
+VISION = ("vit", "deit", "swin", "timm_vit")  # image classifiers: 12×12 single-channel images in 4×4 patches (9 + special tokens)
 # Swin: 2×2 patches (a 6×6 grid, 3×3 windows, the second block shifted), two stages of 2 + 1 blocks:
 # widths 16 then 32, heads 2 then 4 (head size 8), FFN 24 then 48: at most TINY's heads and FFN.
 CNN = ("resnet", "efficientnet_lite")  # 12×12 single-channel images too; 3 prunable blocks, no heads
@@ -44,6 +44,30 @@ def randomise_batchnorms(model, spread: float):
     return model
 
 
+@torch.no_grad()
+def randomise_timm(model, std: float = 0.3):
+    """timm initialises with std 0.02 (near-constant logits on a tiny model): weights, biases,
+    norms, tokens and position embeddings that matter, like initializer_range=0.3 elsewhere."""
+    for name, p in model.named_parameters():
+        if name.endswith(("norm1.weight", "norm2.weight", "norm.weight", "gamma")):
+            p.uniform_(0.5, 1.5)
+        else:
+            p.normal_(0, std if p.dim() > 1 or "token" in name or "pos_embed" in name else 0.1)
+    return model
+
+
+def tiny_timm_vit(t: dict, timm_model: str = "vit_tiny_patch16_224", **kwargs):
+    """A timm ViT (optin.models.timm_vit) of TINY's widths: 12×12 single-channel images in 4×4
+    patches; kwargs go to timm.create_model (global_pool, init_values, reg_tokens, ...)."""
+    from optin.adapters import ADAPTERS
+    from optin.models.timm_vit import TimmVitConfig
+
+    cfg = TimmVitConfig(timm_model=timm_model, image_size=12, patch_size=4, num_channels=1, hidden_size=t["hidden"],
+                        num_hidden_layers=t["layers"], num_attention_heads=t["heads"], intermediate_size=t["ffn"],
+                        num_labels=t["labels"], timm_kwargs=kwargs or None)
+    return randomise_timm(ADAPTERS["timm_vit"].from_config(cfg).eval())
+
+
 def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
     from transformers import AutoConfig
 
@@ -51,6 +75,8 @@ def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
 
     torch.manual_seed(seed)
     t = {**TINY, **dims}
+    if model_type == "timm_vit":
+        return tiny_timm_vit(t, **{k: v for k, v in dims.items() if k not in TINY})
     if model_type in CNN:
         model = ADAPTERS[model_type].from_config(_tiny_cnn_config(model_type, t["labels"], **{
             k: v for k, v in dims.items() if k == "layer_type"})).eval()

@@ -24,7 +24,7 @@ NEURONS = (tuple(range(0, 48, 2)), tuple(range(10)), ())
 
 
 def _tokens(model_type):
-    s = 1 if model_type == "vit" else 2  # [CLS] (+ distillation token) are always kept
+    s = 2 if model_type == "deit" else 1  # [CLS] (+ distillation token) are always kept
     n = 9 + s
     return (tuple(range(n)), tuple(range(s)) + (s, s + 2, s + 3, s + 5, s + 8), tuple(range(s)) + (s + 3, s + 8))
 
@@ -44,7 +44,7 @@ def _reference(model, spec, batch):
         return a.head(h, ctx)
 
 
-@pytest.mark.parametrize("model_type", ["vit", "deit"])
+@pytest.mark.parametrize("model_type", ["vit", "deit", "timm_vit"])
 def test_token_narrowing_is_real_and_exact(model_type, tmp_path):
     from export.onnx import export_onnx
     from optin.io import load_pruned, save_pruned

@@ -1,0 +1,129 @@
+"""timm VisionTransformer image classifiers (ViT, DeiT, DeiT distilled), wrapped as the Hugging Face
+model `optin.models.timm_vit` (model type "timm_vit").
+
+Blocks are timm's pre-norm `Block`: x + ls1(attn(norm1(x))), then x + ls2(mlp(norm2(x))), with
+LayerScale (ls1/ls2) and drop_path where the model has them. The fused qkv is split into q, k, v
+Linear layers by the wrapper; timm's Attention reshapes with `num_heads` and `attn_dim`, which
+set_num_heads updates. A block that loses every head adds only ls1(proj bias), one that loses
+every neuron only ls2(fc2 bias): the LayerScale stays, the norm in front goes.
+
+Tokens: the patches plus timm's prefix tokens (class token, distillation token, register
+tokens: `num_prefix_tokens`), no padding. The head is timm's own: final norm, then
+`forward_head` (pooling by `global_pool`, fc_norm, classifier; the distilled model averages its
+two heads). Token reduction keeps the prefix tokens and is offered only where the head reads
+prefix tokens alone ('token' pooling or the distilled head); 'avg' pooling averages the patches.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..models import timm_vit as _model  # registers the model with the Auto classes
+from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough
+from .registry import register
+
+
+def _pair(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+@register
+class TimmViTAdapter(Adapter):
+    model_types = (_model.TimmVitConfig.model_type,)
+    auto_class = "AutoModelForImageClassification"
+    task_suffix = "ForImageClassification"
+    modality = "image"
+
+    @classmethod
+    def auto_model(cls):
+        return _model.TimmVitForImageClassification
+
+    @classmethod
+    def from_config(cls, config):
+        return cls.auto_model()._from_config(config)
+
+    @classmethod
+    def load_processor(cls, path, config):
+        from ..images import ImageProcessor
+
+        return ImageProcessor.for_model(config, path)
+
+    def __init__(self, model):
+        super().__init__(model)
+        net = self.net
+        self.special_tokens = int(net.num_prefix_tokens)
+        self.distilled = getattr(net, "dist_token", None) is not None
+        reads_prefix = self.distilled or (net.global_pool == "token" and net.attn_pool is None)
+        self.token_reduction = bool(reads_prefix and self.special_tokens > 0)
+
+    @property
+    def net(self):
+        return self.model.vit
+
+    def dims(self) -> Dims:
+        c = self.config
+        return Dims(c.num_hidden_layers, c.num_attention_heads, c.hidden_size // c.num_attention_heads,
+                    c.hidden_size, c.intermediate_size)
+
+    def layers(self):
+        return list(self.net.blocks)
+
+    def parts(self, i):
+        b = self.layers()[i]
+        a = b.attn
+        return LayerParts(a.qkv.q, a.qkv.k, a.qkv.v, a.proj, b.mlp.fc1, b.mlp.fc2)
+
+    # --- inputs ----------------------------------------------------------------------------
+    def num_patches(self) -> int:
+        return int(self.net.patch_embed.num_patches)
+
+    def seq_len(self, max_length=None) -> int:
+        return self.num_patches() + self.special_tokens
+
+    def input_names(self):
+        return ["pixel_values"]
+
+    def dynamic_axes(self):
+        return {"pixel_values": {0: "batch"}}
+
+    def random_inputs(self, batch, seq, g, ragged=False):
+        h, w = _pair(self.config.image_size)
+        return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
+
+    def valid_tokens(self, batch, layer=0):
+        return torch.ones(batch["pixel_values"].shape[0], self.seq_len(), dtype=torch.bool)
+
+    # --- block-wise forward --------------------------------------------------------------------
+    def embed(self, batch):
+        net = self.net
+        x = net.patch_embed(batch["pixel_values"].to(net.patch_embed.proj.weight.dtype))
+        x = net.norm_pre(net.patch_drop(net._pos_embed(x)))
+        return x, {}  # no padding: no attention mask
+
+    def run_layer(self, i, hidden, ctx):
+        return self.layers()[i](hidden)
+
+    def head(self, hidden, ctx):
+        return self.net.forward_head(self.net.norm(hidden))
+
+    # --- narrowing -------------------------------------------------------------------------------
+    def set_num_heads(self, i, n):
+        a = self.layers()[i].attn
+        a.num_heads = n
+        a.attn_dim = n * a.head_dim
+
+    def empty_attention(self, i):
+        b = self.layers()[i]
+        b.attn = BiasOnly(b.attn.proj.bias, self.config.hidden_size)
+        b.norm1 = PassThrough()
+
+    def empty_ffn(self, i):
+        b = self.layers()[i]
+        b.mlp = BiasOnly(b.mlp.fc2.bias, self.config.hidden_size)
+        b.norm2 = PassThrough()
+
+    def head_macs(self):
+        """Patch embedding (a conv: every patch pixel × channel to hidden) and the classifier(s), per example."""
+        c = self.config
+        ph, pw = _pair(c.patch_size)
+        heads = 2 if self.distilled else 1
+        return self.num_patches() * c.num_channels * ph * pw * c.hidden_size + heads * c.hidden_size * c.num_labels
