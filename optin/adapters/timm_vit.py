@@ -28,6 +28,7 @@ def _pair(v) -> tuple[int, int]:
 
 @register
 class TimmViTAdapter(Adapter):
+    requires = ("timm",)  # and a torchvision that matches torch (Makefile: test-timm)
     model_types = (_model.TimmVitConfig.model_type,)
     auto_class = "AutoModelForImageClassification"
     task_suffix = "ForImageClassification"

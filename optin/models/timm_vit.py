@@ -53,7 +53,8 @@ def _timm():
     try:
         import timm
     except ImportError as e:
-        raise MissingDependency("timm models need timm: pip install timm") from e
+        raise MissingDependency("timm models need timm and a torchvision built for your torch: "
+                                "pip install timm (see README, timm models)") from e
     return timm
 
 

@@ -18,7 +18,7 @@ from optin.prune import cost_model_for, fvcore_count
 from optin.spec import PruneSpec
 from profiling.macs import MATMUL_OPS
 
-timm = pytest.importorskip("timm")
+timm = pytest.importorskip("timm", reason="needs timm and a matching torchvision: make test-timm runs it")
 
 HEADS = ((0, 2), (), (1, 2, 3))
 NEURONS = (tuple(range(0, 48, 2)), tuple(range(10)), ())

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import tiny_batches, tiny_model
+from conftest import missing, tiny_batches, tiny_model
 from optin.adapters import adapter_for
 from optin.importance import ScoreConfig
 from optin.masking import mask_hooks
@@ -44,7 +44,8 @@ def _reference(model, spec, batch):
         return a.head(h, ctx)
 
 
-@pytest.mark.parametrize("model_type", ["vit", "deit", "timm_vit"])
+@pytest.mark.parametrize("model_type", ["vit", "deit", pytest.param("timm_vit", marks=pytest.mark.skipif(
+    bool(missing("timm_vit")), reason="needs timm: make test-timm runs it"))])
 def test_token_narrowing_is_real_and_exact(model_type, tmp_path):
     from export.onnx import export_onnx
     from optin.io import load_pruned, save_pruned
