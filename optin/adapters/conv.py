@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import Adapter, Channels, Dims, LayerParts
+from .base import Channels, Dims, LayerParts
+from .image import ImageAdapter
 
 
 def conv_macs(conv: nn.Conv2d, out_hw: tuple[int, int]) -> int:
@@ -88,21 +89,13 @@ class ConstantBranch(nn.Module):
         return x[:, :1, ::s, ::s] * 0 + self.bias.view(1, -1, 1, 1)
 
 
-class ConvAdapter(Adapter):
+class ConvAdapter(ImageAdapter):
     """Image-classifier plumbing for CNN families; subclasses give the blocks and their runs."""
 
-    task_suffix = "ForImageClassification"
-    modality = "image"
     has_attention = False
     # ONNX Runtime's CPU convs run channels in blocks of 8 (NCHWc); measured: an unaligned 60% mask made
     # EfficientNet-Lite0 0.61x as fast as dense, the same budget aligned to 8 1.45x (docs/vision.md)
     default_align = 8
-
-    @classmethod
-    def load_processor(cls, path, config):
-        from ..images import ImageProcessor
-
-        return ImageProcessor.for_model(config, path)
 
     # --- family knowledge ---------------------------------------------------------------------
     def runs(self, i: int) -> list[Channels]:
@@ -131,10 +124,6 @@ class ConvAdapter(Adapter):
         raise NotImplementedError
 
     # --- inputs -----------------------------------------------------------------------------------
-    def image_size(self) -> tuple[int, int]:
-        s = self.config.image_size
-        return (s, s) if isinstance(s, int) else tuple(s)
-
     def seq_len(self, max_length=None) -> int:
         """Positions of the input image (what `seq` means for a CNN; MACs do not use it)."""
         h, w = self.image_size()
@@ -142,16 +131,6 @@ class ConvAdapter(Adapter):
 
     def layer_tokens(self, max_length=None) -> list[int]:
         return [h * w for h, w in self.grids()[:-1]]
-
-    def input_names(self):
-        return ["pixel_values"]
-
-    def dynamic_axes(self):
-        return {"pixel_values": {0: "batch"}}
-
-    def random_inputs(self, batch, seq, g, ragged=False):
-        h, w = self.image_size()
-        return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
 
     def valid_tokens(self, batch, layer=0):
         h, w = self.grids()[layer]

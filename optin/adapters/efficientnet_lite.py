@@ -31,9 +31,6 @@ class EfficientNetLiteAdapter(ConvAdapter):
     def auto_model(cls):
         return _model.EfficientNetLiteForImageClassification
 
-    @classmethod
-    def from_config(cls, config):
-        return cls.auto_model()._from_config(config)
 
     def __init__(self, model):
         super().__init__(model)

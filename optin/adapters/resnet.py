@@ -33,10 +33,6 @@ class ResNetAdapter(ConvAdapter):
     model_types = ("resnet",)
     auto_class = "ResNetForImageClassification"
 
-    @classmethod
-    def from_config(cls, config):
-        return cls.auto_model()._from_config(config)
-
     def image_size(self):
         s = getattr(self.config, "image_size", 224)
         return (s, s) if isinstance(s, int) else tuple(s)

@@ -21,7 +21,8 @@ from torch import nn
 
 from .base import BiasOnly, Dims, LayerParts, PassThrough
 from .registry import register
-from .vit import ViTAdapter, _BiasAttention, _pair
+from .image import pair as _pair
+from .vit import ViTAdapter, _BiasAttention
 
 
 @register

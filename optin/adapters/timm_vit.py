@@ -15,38 +15,24 @@ prefix tokens alone ('token' pooling or the distilled head); 'avg' pooling avera
 """
 from __future__ import annotations
 
-import torch
 
 from ..models import timm_vit as _model  # registers the model with the Auto classes
-from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough
+from .base import BiasOnly, Dims, LayerParts, PassThrough
+from .image import ImageAdapter
+from .image import pair as _pair
 from .registry import register
 
 
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 @register
-class TimmViTAdapter(Adapter):
+class TimmViTAdapter(ImageAdapter):
     requires = ("timm",)  # and a torchvision that matches torch (Makefile: test-timm)
     model_types = (_model.TimmVitConfig.model_type,)
     auto_class = "AutoModelForImageClassification"
-    task_suffix = "ForImageClassification"
-    modality = "image"
 
     @classmethod
     def auto_model(cls):
         return _model.TimmVitForImageClassification
 
-    @classmethod
-    def from_config(cls, config):
-        return cls.auto_model()._from_config(config)
-
-    @classmethod
-    def load_processor(cls, path, config):
-        from ..images import ImageProcessor
-
-        return ImageProcessor.for_model(config, path)
 
     def __init__(self, model):
         super().__init__(model)
@@ -79,19 +65,6 @@ class TimmViTAdapter(Adapter):
 
     def seq_len(self, max_length=None) -> int:
         return self.num_patches() + self.special_tokens
-
-    def input_names(self):
-        return ["pixel_values"]
-
-    def dynamic_axes(self):
-        return {"pixel_values": {0: "batch"}}
-
-    def random_inputs(self, batch, seq, g, ragged=False):
-        h, w = _pair(self.config.image_size)
-        return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
-
-    def valid_tokens(self, batch, layer=0):
-        return torch.ones(batch["pixel_values"].shape[0], self.seq_len(), dtype=torch.bool)
 
     # --- block-wise forward --------------------------------------------------------------------
     def embed(self, batch):

@@ -12,9 +12,10 @@ image and patch sizes. The classifier reads the final LayerNorm of [CLS].
 """
 from __future__ import annotations
 
-import torch
 
-from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough
+from .base import BiasOnly, Dims, LayerParts, PassThrough
+from .image import ImageAdapter
+from .image import pair as _pair
 from .registry import register
 
 
@@ -25,31 +26,15 @@ class _BiasAttention(BiasOnly):
         return super().forward(x), None
 
 
-def _pair(v) -> tuple[int, int]:
-    return (v, v) if isinstance(v, int) else tuple(v)
-
-
 @register
-class ViTAdapter(Adapter):
+class ViTAdapter(ImageAdapter):
     model_types = ("vit",)
     # the class itself, not AutoModelForImageClassification: for DeiT that maps to two classes
     # (with and without teacher head) and cannot build from a config that names neither
     auto_class = "ViTForImageClassification"
-    task_suffix = "ForImageClassification"
-    modality = "image"
     base = "vit"
     token_reduction = True  # no padding, the classifier reads [CLS] only
     special_tokens = 1  # [CLS]
-
-    @classmethod
-    def from_config(cls, config):
-        return cls.auto_model()._from_config(config)
-
-    @classmethod
-    def load_processor(cls, path, config):
-        from ..images import ImageProcessor
-
-        return ImageProcessor.for_model(config, path)
 
     @property
     def encoder_model(self):
@@ -75,19 +60,6 @@ class ViTAdapter(Adapter):
 
     def seq_len(self, max_length=None) -> int:
         return self.num_patches() + self.special_tokens
-
-    def input_names(self):
-        return ["pixel_values"]
-
-    def dynamic_axes(self):
-        return {"pixel_values": {0: "batch"}}
-
-    def random_inputs(self, batch, seq, g, ragged=False):
-        h, w = _pair(self.config.image_size)
-        return {"pixel_values": torch.randn(batch, self.config.num_channels, h, w, generator=g)}
-
-    def valid_tokens(self, batch, layer=0):
-        return torch.ones(batch["pixel_values"].shape[0], self.seq_len(), dtype=torch.bool)
 
     # --- block-wise forward --------------------------------------------------------------------
     def embed(self, batch):
