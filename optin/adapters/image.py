@@ -30,6 +30,16 @@ class ImageAdapter(Adapter):
     def image_size(self) -> tuple[int, int]:
         return pair(self.config.image_size)
 
+    # patch-embedding families (ViT, DeiT, Swin, timm) give num_patches(); CNNs override seq_len
+    def seq_len(self, max_length=None) -> int:
+        """Tokens entering the first block: the patches plus the prefix tokens ([CLS], ...)."""
+        return self.num_patches() + self.special_tokens
+
+    def patch_embed_macs(self, width: int) -> int:
+        """MACs of the patch embedding, a conv: every patch pixel × channel to `width` outputs."""
+        ph, pw = pair(self.config.patch_size)
+        return self.num_patches() * self.config.num_channels * ph * pw * width
+
     def input_names(self):
         return ["pixel_values"]
 

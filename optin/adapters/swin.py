@@ -140,9 +140,8 @@ class SwinAdapter(ViTAdapter):
         """Patch embedding (a conv: every patch pixel × channel to embed_dim), each patch merging
         (a Linear 4d → 2d on each merged token) and the classifier, per example."""
         c = self.config
-        ph, pw = _pair(c.patch_size)
         grids = self._grids()
-        macs = self.num_patches() * c.num_channels * ph * pw * c.embed_dim
+        macs = self.patch_embed_macs(c.embed_dim)
         for s in range(len(c.depths) - 1):
             h, w = grids[s + 1]
             macs += h * w * 4 * self._dim(s) * 2 * self._dim(s)

@@ -19,7 +19,6 @@ from __future__ import annotations
 from ..models import timm_vit as _model  # registers the model with the Auto classes
 from .base import BiasOnly, Dims, LayerParts, PassThrough
 from .image import ImageAdapter
-from .image import pair as _pair
 from .registry import register
 
 
@@ -63,8 +62,6 @@ class TimmViTAdapter(ImageAdapter):
     def num_patches(self) -> int:
         return int(self.net.patch_embed.num_patches)
 
-    def seq_len(self, max_length=None) -> int:
-        return self.num_patches() + self.special_tokens
 
     # --- block-wise forward --------------------------------------------------------------------
     def embed(self, batch):
@@ -98,6 +95,5 @@ class TimmViTAdapter(ImageAdapter):
     def head_macs(self):
         """Patch embedding (a conv: every patch pixel × channel to hidden) and the classifier(s), per example."""
         c = self.config
-        ph, pw = _pair(c.patch_size)
         heads = 2 if self.distilled else 1
-        return self.num_patches() * c.num_channels * ph * pw * c.hidden_size + heads * c.hidden_size * c.num_labels
+        return self.patch_embed_macs(c.hidden_size) + heads * c.hidden_size * c.num_labels

@@ -58,8 +58,6 @@ class ViTAdapter(ImageAdapter):
         (h, w), (ph, pw) = _pair(self.config.image_size), _pair(self.config.patch_size)
         return (h // ph) * (w // pw)
 
-    def seq_len(self, max_length=None) -> int:
-        return self.num_patches() + self.special_tokens
 
     # --- block-wise forward --------------------------------------------------------------------
     def embed(self, batch):
@@ -89,8 +87,7 @@ class ViTAdapter(ImageAdapter):
     def head_macs(self):
         """Patch embedding (a conv: every patch pixel × channel to hidden) and the classifier, per example."""
         c = self.config
-        ph, pw = _pair(c.patch_size)
-        return self.num_patches() * c.num_channels * ph * pw * c.hidden_size + c.hidden_size * c.num_labels
+        return self.patch_embed_macs(c.hidden_size) + c.hidden_size * c.num_labels
 
 
 @register
