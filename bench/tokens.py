@@ -25,7 +25,7 @@ from optin.importance import ScoreConfig, get_method
 from optin.io import save_pruned, write_json
 from optin.narrow import narrow
 from optin.plots import _plt
-from optin.prune import PruneConfig, cost_model_for, prepare, token_plan
+from optin.prune import PruneConfig, cost_model_for, dense_model_macs, prepare, token_plan
 from optin.report import versions
 from optin.search import search
 from optin.spec import PruneSpec
@@ -46,7 +46,7 @@ quiet = lambda *_: None  # noqa: E731
 cfg = PruneConfig(method=a.method, eval_limit=1000 if a.quick else None)
 path, model, proc, ad, seq, calib, test, _ = prepare("vit-fmnist", "fashion-mnist", cfg, log=quiet)
 d = ad.dims()
-dense_macs = cost_model_for(ad, seq).total(d.layer_heads, d.layer_ffn)
+dense_macs = dense_model_macs(ad, seq)
 dense = accuracy(model, test)
 t0 = time.time()
 scores = get_method(a.method)(ad, calib, ScoreConfig())

@@ -73,9 +73,6 @@ def _token_step(adapter, batches, cfg: PruneConfig, seq: int, dense_macs: int):
     """Score token positions (every rank; optin.tokens) and, on rank 0, plan the schedule."""
     from .tokens import token_scores
 
-    if not adapter.token_reduction:
-        raise BadInput(f"--token-share applies to ViT/DeiT image classifiers whose head reads [CLS] (timm ViT: "
-                       f"global_pool 'token'), not this {adapter.config.model_type} model; drop --token-share")
     t = time.time()
     scores, _ = token_scores(adapter, batches, cfg.score)
     if not distributed.is_main():
@@ -170,6 +167,12 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     path, model, tok, adapter, seq, calib_b, test_b, ds = prepare(model_spec, data_spec, cfg, log)
+    if cfg.token_share:  # refused before any scoring is spent
+        if latency is not None:
+            raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
+        if not adapter.token_reduction:
+            raise BadInput(f"--token-share applies to ViT/DeiT image classifiers whose head reads [CLS] (timm ViT: "
+                           f"global_pool 'token'), not this {adapter.config.model_type} model; drop --token-share")
     dims = adapter.dims()
     costs = cost_model_for(adapter, seq)
     dense_macs = dense_model_macs(adapter, seq)
@@ -177,8 +180,6 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     acc_dense = accuracy(model, test_b, "dense accuracy") if distributed.is_main() else None
     t1 = time.time()
     scores = method(adapter, calib_b, cfg.score)
-    if latency is not None and cfg.token_share:
-        raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
     kept_tokens, token_info = _token_step(adapter, calib_b, cfg, seq, dense_macs) if cfg.token_share else (None, None)
     t2 = time.time()
     if not distributed.is_main():
