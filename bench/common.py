@@ -161,3 +161,15 @@ def plot_speed(rows, path, title=None, ref_rows=()):
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def mcnemar(a_correct, b_correct) -> dict:
+    """Exact McNemar test of two classifiers on the same examples (two-sided binomial on the
+    discordant pairs): {"a_only", "b_only", "p"}."""
+    from math import comb
+
+    b = sum(1 for x, y in zip(a_correct, b_correct) if x and not y)
+    c = sum(1 for x, y in zip(a_correct, b_correct) if y and not x)
+    n, k = b + c, min(b, c)
+    p = 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
+    return {"a_only": b, "b_only": c, "p": p}

@@ -50,6 +50,22 @@ class LinearOps:
         x = x.reshape(-1, x.shape[-1])
         return x if valid is None else x[valid.reshape(-1)]
 
+    # --- the module as a linear map of rows (optin.reconstruct) ---------------------------
+    @staticmethod
+    def design(m: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        """Input rows that the weight matrix multiplies, laid out like the output's rows: the
+        module's input itself ([..., in], every leading index a row)."""
+        return x
+
+    @staticmethod
+    def matrix(m: nn.Linear) -> torch.Tensor:
+        """[out, design columns]."""
+        return m.weight.detach()
+
+    @staticmethod
+    def set_matrix(m: nn.Linear, w: torch.Tensor) -> None:
+        m.weight.data.copy_(w.reshape(m.weight.shape))
+
 
 class Conv2dOps:
     """Dense (groups = 1) convs, and depthwise ones (groups = in = out channels), whose output
@@ -96,9 +112,44 @@ class Conv2dOps:
         """[B, C, H, W] → [B·H·W, C]: every position of an image is real."""
         return x.movedim(1, -1).reshape(-1, x.shape[1])
 
+    # --- the module as a linear map of rows (optin.reconstruct) ---------------------------
+    @staticmethod
+    def design(m: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+        """im2col: [B, C·kh·kw, H', W'], each output position's receptive field (channel-major,
+        as the weight flattens), so a k×k conv is one matrix product over these columns."""
+        if m.groups != 1 or not isinstance(m.padding, tuple) or m.padding_mode != "zeros":
+            raise NotImplementedError("least-squares re-fit of a grouped, string-padded or non-zero-padded conv "
+                                      "is not supported")
+        if m.kernel_size == (1, 1) and m.stride == (1, 1) and m.padding == (0, 0):
+            return x
+        cols = torch.nn.functional.unfold(x, m.kernel_size, m.dilation, m.padding, m.stride)
+        h, w = (_conv_len(x.shape[2 + a], m.kernel_size[a], m.stride[a], m.padding[a], m.dilation[a]) for a in (0, 1))
+        return cols.view(x.shape[0], -1, h, w)
+
+    @staticmethod
+    def matrix(m: nn.Conv2d) -> torch.Tensor:
+        return m.weight.detach().reshape(m.out_channels, -1)
+
+    @staticmethod
+    def set_matrix(m: nn.Conv2d, w: torch.Tensor) -> None:
+        m.weight.data.copy_(w.reshape(m.weight.shape))
+
+
+def _conv_len(n: int, k: int, s: int, p: int, d: int) -> int:
+    return (n + 2 * p - d * (k - 1) - 1) // s + 1
+
 
 class BatchNormOps:
     unit_axis = 1
+
+    @staticmethod
+    def affine(m: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+        """(a, c) of the inference-mode map x → a·x + c, per channel (running statistics)."""
+        a = m.running_var.detach().add(m.eps).rsqrt()
+        if m.affine:
+            a = a * m.weight.detach()
+        c = -m.running_mean.detach() * a
+        return a, (c + m.bias.detach()) if m.affine else c
 
     @staticmethod
     def keep_out(m: nn.BatchNorm2d, idx: torch.Tensor) -> None:

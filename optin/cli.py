@@ -38,6 +38,14 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-bn-recalib", action="store_true",
                    help="keep the dense model's BatchNorm statistics after narrowing (CNNs; default: re-estimate "
                         "them on the calibration images, a forward pass, no training)")
+    p.add_argument("--no-reconstruct", action="store_true",
+                   help="skip the closed-form re-fit of the weights that read the kept units (default: re-fit them "
+                        "on calibration data after narrowing, bottom to top; same shapes, same speed)")
+    p.add_argument("--recon-calib", type=int, default=512,
+                   help="calibration examples for the re-fit, from the calibration split (default 512)")
+    p.add_argument("--recon-damp", type=float, default=1e-2,
+                   help="ridge damping of the re-fit towards the current weights, relative to the mean input "
+                        "energy (default 0.01)")
     p.add_argument("--latency-target", type=float, default=None,
                    help="re-tune the mask until the measured speedup over dense reaches X (replaces --flops)")
     p.add_argument("--backend", default="onnxruntime", help="backend the latency is measured on")
@@ -49,10 +57,12 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
 def _prune_config(a):
     from .importance import ScoreConfig
     from .prune import PruneConfig
+    from .reconstruct import ReconConfig
 
     return PruneConfig(flops=a.flops, method=a.method, seed=a.seed, calib=a.calib, batch_size=a.batch_size,
                        max_length=a.max_length, align=a.align, token_share=a.token_share, eval_limit=a.eval_limit,
-                       fvcore=not a.no_fvcore, bn_recalib=not a.no_bn_recalib,
+                       fvcore=not a.no_fvcore, bn_recalib=not a.no_bn_recalib, reconstruct=not a.no_reconstruct,
+                       recon=ReconConfig(damp=a.recon_damp, calib=a.recon_calib),
                        score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth))
 
 

@@ -38,3 +38,26 @@ def kept_widths(spec, path: str, title: str, dense_tokens: int | None = None) ->
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def recon_errors(recon: dict, path: str, title: str) -> None:
+    """Relative calibration error of every sublayer before and after the re-fit (optin.reconstruct)."""
+    plt = _plt()
+    rows = recon["layers"]
+    names = [f"{r['layer']}.{r['sublayer']}" for block in rows for r in block]
+    before = [r["before"] for block in rows for r in block]
+    after = [r["after"] for block in rows for r in block]
+    fig, ax = plt.subplots(figsize=(max(5, 0.35 * len(names) + 2), 3.2))
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], before, 0.4, label="as narrowed")
+    ax.bar([i + 0.2 for i in x], after, 0.4, label="re-fit")
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(names, fontsize=7, rotation=90)
+    ax.set_xlabel("block.sublayer (forward order)")
+    ax.set_ylabel("relative error ‖out − target‖² / ‖target‖²")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

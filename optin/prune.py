@@ -16,6 +16,7 @@ import torch
 from . import distributed
 from .errors import BadData, BadInput
 from .importance import ScoreConfig
+from .reconstruct import ReconConfig
 
 DEFAULT_MAX_LENGTH = 128
 
@@ -30,6 +31,8 @@ class PruneConfig:
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
     bn_recalib: bool = True        # re-estimate BatchNorm statistics after narrowing (optin.recalibrate)
+    reconstruct: bool = True       # re-fit the weights that read the kept units (optin.reconstruct)
+    recon: ReconConfig = field(default_factory=ReconConfig)
     token_share: float = 0.0       # part of the MAC reduction taken by dropping tokens (ViT/DeiT; optin.tokens)
     eval_limit: int | None = None  # cap on test examples (None: the whole test split)
     fvcore: bool = True
@@ -45,6 +48,7 @@ class PruneConfig:
                            f"got {self.token_share}")
         if self.max_length is not None and self.max_length < 2:
             raise BadInput(f"--max-length must be at least 2, got {self.max_length}")
+        self.recon.check()
 
 
 def _model_max_length(path: str) -> int:
@@ -119,7 +123,23 @@ def fvcore_count(model, seq_len: int, ops=None, both: bool = False):
     return fvcore_macs(Logits(m), tuple(inputs.values()), ops, both)
 
 
-def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print):
+@dataclass
+class Prepared:
+    path: str
+    model: torch.nn.Module
+    tok: object
+    adapter: object
+    seq: int
+    calib: list
+    test: list
+    data: object
+    recon: list | None = None
+
+    def __iter__(self):  # the tuple callers unpack: path, model, tok, adapter, seq, calib, test, data
+        return iter((self.path, self.model, self.tok, self.adapter, self.seq, self.calib, self.test, self.data))
+
+
+def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print) -> Prepared:
     """Load model, processor (tokenizer), adapter and encoded calibration/test batches."""
     from .adapters import adapter_for
     from .data import encode_labels, load_data, make_batches
@@ -136,7 +156,8 @@ def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print):
                       f"{model.config.model_type} {adapter.modality} classifier; give {adapter.modality} data")
     c = model.config
     label2id = {str(k): int(v) for k, v in (c.label2id or {}).items()}
-    calib = encode_labels(ds.split("calib"), label2id, c.num_labels, f"{ds.name} calib")[:cfg.calib]
+    calib_all = encode_labels(ds.split("calib"), label2id, c.num_labels, f"{ds.name} calib")
+    calib = calib_all[:cfg.calib]
     test = encode_labels(ds.split("test"), label2id, c.num_labels, f"{ds.name} test")
     if cfg.eval_limit:
         test = test[:cfg.eval_limit]
@@ -144,7 +165,9 @@ def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print):
         raise BadData(f"{ds.name}: no calibration examples")
     calib_b = make_batches(tok, calib, cfg.batch_size, max_len)
     test_b = make_batches(tok, test, 64, max_len)
-    return path, model, tok, adapter, max_len, calib_b, test_b, ds
+    # the re-fit has its own count from the same split (its first examples are the scoring ones)
+    recon_b = make_batches(tok, calib_all[:cfg.recon.calib], cfg.batch_size, max_len) if cfg.reconstruct else None
+    return Prepared(path, model, tok, adapter, max_len, calib_b, test_b, ds, recon_b)
 
 
 def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneConfig(), latency=None,
@@ -156,7 +179,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     from .importance import get_method
     from .io import save_pruned, staged_dir, write_json
     from .narrow import narrow
-    from .plots import kept_widths
+    from .plots import kept_widths, recon_errors
     from .report import versions
     from .search import search
     from .spec import PruneSpec
@@ -166,7 +189,8 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     distributed.init()  # scoring is shared out when launched by torchrun; rank 0 does the rest
     torch.manual_seed(cfg.seed)
     t0 = time.time()
-    path, model, tok, adapter, seq, calib_b, test_b, ds = prepare(model_spec, data_spec, cfg, log)
+    prep = prepare(model_spec, data_spec, cfg, log)
+    path, model, tok, adapter, seq, calib_b, test_b, ds = prep
     if cfg.token_share:  # refused before any scoring is spent
         if latency is not None:
             raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
@@ -200,9 +224,12 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
         spec, retune = latency_search(scores, adapter, tok, path, latency, extra, align, log=log)
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
+    dense = adapter_like(adapter, copy.deepcopy(model)) if cfg.reconstruct else None
     narrow(adapter, spec)
     pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
     bn = _recalibrate(adapter, calib_b, test_b) if cfg.bn_recalib else None
+    recon = _reconstruct(dense, adapter, prep.recon, spec, cfg, test_b) if cfg.reconstruct else None
+    del dense
     acc_pruned = accuracy(model, test_b, "pruned accuracy")
 
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
@@ -225,7 +252,9 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
                  "dense_tokens": seq},
         "tokens": token_info,
         "bn_recalibration": bn,
-        "seconds": {"scoring": t2 - t1, "search": t3 - t2, "total": t4 - t0},
+        "reconstruction": recon,
+        "seconds": {"scoring": t2 - t1, "search": t3 - t2,
+                    "reconstruction": recon["seconds"] if recon else 0.0, "total": t4 - t0},
         "seed": cfg.seed, "config": _config_dict(cfg), "calibration_examples": sum(len(b["labels"]) for b in calib_b),
         "scoring": {**{k: v for k, v in scores.meta.items() if k != "raw"}, "processes": distributed.world()},
         "retune": retune,
@@ -235,6 +264,9 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
         save_pruned(model, tok, spec, tmp, extra=extra)
         kept_widths(spec, os.path.join(tmp, "kept_widths.png"),
                     f"{model_spec} @ {macs['ratio']:.2f} MACs ({cfg.method}): kept units per layer", seq)
+        if recon:
+            recon_errors(recon, os.path.join(tmp, "reconstruction.png"),
+                         f"{model_spec} @ {macs['ratio']:.2f} MACs: calibration error per sublayer")
         write_json(os.path.join(tmp, "report.json"), report)
     distributed.finish()
     log(summary(report))
@@ -255,9 +287,25 @@ def _recalibrate(adapter, calib_b, test_b) -> dict | None:
     return {"layers": n, "examples": sum(len(b["labels"]) for b in calib_b), "accuracy_before": before["accuracy"]}
 
 
+def adapter_like(adapter, model):
+    """An adapter of the same family over another model object (the dense copy)."""
+    return type(adapter)(model)
+
+
+def _reconstruct(dense, adapter, batches, spec, cfg: PruneConfig, test_b) -> dict:
+    """The re-fit (optin.reconstruct) with the accuracy before it, so the step's effect is visible."""
+    from .evaluate import accuracy
+    from .reconstruct import reconstruct
+
+    before = accuracy(adapter.model, test_b, "pruned accuracy before reconstruction")
+    rep = reconstruct(dense, adapter, batches, spec, cfg.recon)
+    return {**rep, "accuracy_before": before["accuracy"]}
+
+
 def _config_dict(cfg: PruneConfig) -> dict:
     d = asdict(cfg)
     d["score"] = asdict(cfg.score)
+    d["recon"] = asdict(cfg.recon)
     return d
 
 

@@ -49,6 +49,31 @@ class LayerParts:
         return list(self.runs) or [Channels((self.ffn_in,), self.ffn_out, width)]
 
 
+@dataclass
+class Sublayer:
+    """Where the closed-form re-fit (optin.reconstruct) reads and writes one sublayer of a block.
+
+    `consumer` reads the layer's kept units (a Linear over kept heads' columns or kept neurons,
+    a conv over kept channels), or is the stand-in of a sublayer that kept none (BiasOnly,
+    ConstantBranch: only a bias is left to fit). Its output z reaches the block's residual sum
+    as scale·z + (something the re-fit does not change), and `total` is the module where that
+    sum is seen: its first input ("input") or its output ("output"). Then the target for z is
+    z + (dense sum − pruned sum) / scale, whatever the block does around it (post-LN BERT,
+    pre-LN ViT, a CNN's BatchNorm and shortcut). `total=None` marks an inner consumer whose
+    output is not added to a residual (a bottleneck's middle conv): its target is the dense
+    consumer's output at the dense channels `keep_out`."""
+
+    consumer: nn.Module
+    total: nn.Module | None
+    total_at: str = "input"
+    scale: torch.Tensor | None = None     # per output channel (LayerScale, an eval BatchNorm's a); None: 1
+    bias_into: nn.Module | None = None    # a BatchNorm after a bias-free consumer takes the re-fit bias in β
+    keep_out: torch.Tensor | None = None  # inner consumer: which dense output channels it computes
+    # the consumer's input/output layout → [B, tokens, C] rows in the sum's token order
+    # (Swin's windows); None: the same layout already
+    rows: object = None
+
+
 @dataclass(frozen=True)
 class Dims:
     """Dense widths. The scalars are every layer's in a uniform model (BERT, ViT) and the widest
@@ -242,6 +267,12 @@ class Adapter:
     def head_macs(self) -> int:
         """MACs outside the encoder blocks (pooler, classifier) per example."""
         raise NotImplementedError
+
+    def sublayers(self, i: int, spec=None) -> list[Sublayer]:
+        """Block i's sublayers in forward order, for the re-fit (optin.reconstruct); spec: the
+        PruneSpec the model was narrowed to (None for the dense model), where an inner consumer
+        needs to know which dense outputs it kept."""
+        raise NotImplementedError(f"{type(self).__name__} does not describe its sublayers for reconstruction")
 
     def features(self, hidden: torch.Tensor) -> torch.Tensor:
         """A block's output as [B, tokens, features], the rows of the trajectory Gram matrices

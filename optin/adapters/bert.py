@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough
+from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough, Sublayer
 from .registry import register
 
 
@@ -58,6 +58,12 @@ class BertAdapter(Adapter):
     def head_macs(self):
         d = self.config.hidden_size
         return d * d + d * self.config.num_labels  # pooler on [CLS] + classifier
+
+    def sublayers(self, i, spec=None):
+        # post-LN: each sublayer's output is added to its input inside the LayerNorm's argument
+        layer = self.layers()[i]
+        return [Sublayer(layer.attention.output.dense, layer.attention.output.LayerNorm),
+                Sublayer(layer.output.dense, layer.output.LayerNorm)]
 
 
 @register
@@ -121,6 +127,12 @@ class DistilBertAdapter(Adapter):
     def head_macs(self):
         d = self.config.dim
         return d * d + d * self.config.num_labels
+
+    def sublayers(self, i, spec=None):
+        layer = self.layers()[i]
+        att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.out_lin
+        ffn = layer.ffn if isinstance(layer.ffn, BiasOnly) else layer.ffn.lin2
+        return [Sublayer(att, layer.sa_layer_norm), Sublayer(ffn, layer.output_layer_norm)]
 
 
 class _BiasAttention(BiasOnly):

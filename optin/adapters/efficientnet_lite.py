@@ -17,7 +17,8 @@ import torch
 
 from ..errors import UnsupportedModel
 from ..models import efficientnet_lite as _model  # registers the model with the Auto classes
-from .base import Channels
+from ..channels import BatchNormOps
+from .base import Channels, Sublayer
 from .conv import ConstantBranch, ConvAdapter, apply_eval
 from .registry import register
 
@@ -107,6 +108,15 @@ class EfficientNetLiteAdapter(ConvAdapter):
 
     def head(self, hidden, ctx):
         return self.model.classifier(self.model.dropout(self.net.pool(hidden)))
+
+    # --- reconstruction ---------------------------------------------------------------------------
+    def sublayers(self, i, spec=None):
+        """The project conv (bias-free, then bn2) ends the branch; the block's output is the
+        branch plus the identity residual where there is one."""
+        b = self.layers()[i]
+        if b.branch is not None:
+            return [Sublayer(b.branch, b, "output")]
+        return [Sublayer(b.project_conv, b, "output", scale=BatchNormOps.affine(b.bn2)[0], bias_into=b.bn2)]
 
     # --- narrowing --------------------------------------------------------------------------------
     def empty_runs(self, i, runs):

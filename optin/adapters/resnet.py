@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from .base import Channels
+from ..channels import BatchNormOps
+from .base import Channels, Sublayer
 from .conv import (ConstantBranch, ConvAdapter, apply_eval, conv_macs, conv_out, per_in_channel, per_out_channel,
                    per_pair)
 from .registry import register
@@ -144,6 +145,26 @@ class ResNetAdapter(ConvAdapter):
 
     def head(self, hidden, ctx):
         return self.model.classifier(self.model.resnet.pooler(hidden))
+
+    # --- reconstruction ---------------------------------------------------------------------------
+    def sublayers(self, i, spec=None):
+        """The conv that reads the last run adds (through its BatchNorm) to the shortcut before the
+        block's activation; a bottleneck's middle conv also reads run 1 but feeds run 2, so it is an
+        inner consumer whose target is the dense conv's output at the kept run-2 channels. The convs
+        have no bias: the re-fit bias goes into the BatchNorm after them."""
+        block = self.layers()[i]
+        convs = self._convs(i)
+        if not convs:  # emptied branch: its constant is the only thing left to fit
+            return [Sublayer(block.layer, block.activation)]
+        last = convs[-1]
+        out = [Sublayer(last.convolution, block.activation, scale=BatchNormOps.affine(last.normalization)[0],
+                        bias_into=last.normalization)]
+        if self.bottleneck:
+            w = self._dense_inner(i)
+            keep = None if spec is None else torch.tensor([n - w for n in spec.neurons[i] if n >= w])
+            mid = convs[1]
+            out.insert(0, Sublayer(mid.convolution, None, bias_into=mid.normalization, keep_out=keep))
+        return out
 
     # --- narrowing --------------------------------------------------------------------------------
     def empty_runs(self, i, runs):

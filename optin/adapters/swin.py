@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BiasOnly, Dims, LayerParts, PassThrough
+from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer
 from .registry import register
 from .image import pair as _pair
 from .vit import ViTAdapter, _BiasAttention
@@ -136,6 +136,16 @@ class SwinAdapter(ViTAdapter):
         layer.mlp = BiasOnly(fc2.bias, fc2.out_features)
         layer.layernorm_after = PassThrough()
 
+    def sublayers(self, i, spec=None):
+        """As ViT's, but attention runs on (shifted) windows: its rows are put back in the token
+        order of the residual sum the way the block itself does (window reverse, un-shift, crop)."""
+        layer = self.layers()[i]
+        s, _, _ = self._stages()[i]
+        att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.o_proj
+        ffn = layer.mlp if isinstance(layer.mlp, BiasOnly) else layer.mlp.fc2
+        return [Sublayer(att, layer.layernorm_after, rows=_window_rows(layer, self._grids()[s])),
+                Sublayer(ffn, layer, "output")]
+
     def head_macs(self):
         """Patch embedding (a conv: every patch pixel × channel to embed_dim), each patch merging
         (a Linear 4d → 2d on each merged token) and the classifier, per example."""
@@ -146,3 +156,18 @@ class SwinAdapter(ViTAdapter):
             h, w = grids[s + 1]
             macs += h * w * 4 * self._dim(s) * 2 * self._dim(s)
         return macs + self._dim(len(c.depths) - 1) * c.num_labels
+
+
+def _window_rows(layer, grid):
+    """[batch·windows, window², C] (the attention's layout) → [batch, h·w, C] (the block's)."""
+    from transformers.models.swin.modeling_swin import window_reverse
+
+    h, w = grid
+
+    def rows(t):
+        ws = int(layer.window_size)
+        hp, wp = -(-h // ws) * ws, -(-w // ws) * ws
+        x = window_reverse(t.reshape(-1, ws, ws, t.shape[-1]), ws, hp, wp)
+        x = layer.cyclic_shift(x, reverse=True)[:, :h, :w]
+        return x.reshape(x.shape[0], h * w, -1)
+    return rows

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 
 from ..models import timm_vit as _model  # registers the model with the Auto classes
-from .base import BiasOnly, Dims, LayerParts, PassThrough
+from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer
 from .image import ImageAdapter
 from .registry import register
 
@@ -97,3 +97,16 @@ class TimmViTAdapter(ImageAdapter):
         c = self.config
         heads = 2 if self.distilled else 1
         return self.patch_embed_macs(c.hidden_size) + heads * c.hidden_size * c.num_labels
+
+    def sublayers(self, i, spec=None):
+        # x + ls1(attn(norm1(x))): the attention sum is norm2's input; LayerScale scales the consumer
+        b = self.layers()[i]
+        att = b.attn if isinstance(b.attn, BiasOnly) else b.attn.proj
+        ffn = b.mlp if isinstance(b.mlp, BiasOnly) else b.mlp.fc2
+        return [Sublayer(att, b.norm2, scale=_gamma(b.ls1)), Sublayer(ffn, b, "output", scale=_gamma(b.ls2))]
+
+
+def _gamma(ls):
+    """LayerScale's per-channel factor; None where the block has none (nn.Identity)."""
+    g = getattr(ls, "gamma", None)
+    return None if g is None else g.detach()

@@ -13,7 +13,7 @@ image and patch sizes. The classifier reads the final LayerNorm of [CLS].
 from __future__ import annotations
 
 
-from .base import BiasOnly, Dims, LayerParts, PassThrough
+from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer
 from .image import ImageAdapter
 from .image import pair as _pair
 from .registry import register
@@ -88,6 +88,13 @@ class ViTAdapter(ImageAdapter):
         """Patch embedding (a conv: every patch pixel × channel to hidden) and the classifier, per example."""
         c = self.config
         return self.patch_embed_macs(c.hidden_size) + c.hidden_size * c.num_labels
+
+    def sublayers(self, i, spec=None):
+        # pre-LN: the attention sum is what layernorm_after reads, the FFN sum is the block's output
+        layer = self.layers()[i]
+        att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.o_proj
+        ffn = layer.mlp if isinstance(layer.mlp, BiasOnly) else layer.mlp.fc2
+        return [Sublayer(att, layer.layernorm_after), Sublayer(ffn, layer, "output")]
 
 
 @register

@@ -1,0 +1,136 @@
+"""Every importance method with and without the closed-form re-fit (optin.reconstruct), budgets
+0.2-0.9, on minilm-rt, vit-fmnist and resnet-fmnist; times; paired McNemar tests.
+
+Each point: scores on the 128 calibration examples (cached per method), the search's mask at the
+budget, physically narrowed on a copy (CNNs: BatchNorm statistics re-estimated, as `optin prune`
+does), evaluated, re-fit on `--recon-calib` calibration examples, evaluated again. Per-example
+correctness is kept, so any two rows compare on the same examples (exact McNemar).
+`--split dev` evaluates on a seeded sample of the train split instead of test: settings are
+chosen there, never on test.
+
+    python bench/recon.py --model minilm-rt [--methods optin-est,fisher] [--budgets 0.2,0.3] [--split dev]
+        [--recon-calib 512] [--damp 0.01] [--tag NAME] [--quick]
+
+Writes bench/results/recon_{model}{_split}{_tag}.json (resumable: points already there are kept)
+and a plot of accuracy against MACs with and without the re-fit."""
+import argparse
+import copy
+import os
+import random
+import time
+
+import torch
+from common import RESULTS, mcnemar, plot_accuracy
+
+from optin.adapters import adapter_for
+from optin.data import make_batches
+from optin.evaluate import predictions
+from optin.importance import ScoreConfig, get_method
+from optin.io import read_json, write_json
+from optin.narrow import narrow
+from optin.prune import PruneConfig, cost_model_for, dense_model_macs, prepare
+from optin.recalibrate import batchnorms, recalibrate_batchnorm
+from optin.reconstruct import ReconConfig, reconstruct
+from optin.report import versions
+from optin.search import search
+from optin.spec import PruneSpec
+
+DATA = {"minilm-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist", "resnet-fmnist": "fashion-mnist"}
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--model", default="minilm-rt", choices=sorted(DATA))
+ap.add_argument("--methods", default="optin-est,optin,fisher,magnitude,random")
+ap.add_argument("--budgets", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
+ap.add_argument("--split", default="test", choices=["test", "dev"])
+ap.add_argument("--dev-size", type=int, default=2000)
+ap.add_argument("--recon-calib", type=int, default=512)
+ap.add_argument("--damp", type=float, default=1e-2)
+ap.add_argument("--no-recon", action="store_true", help="masks only (the 'before' column)")
+ap.add_argument("--tag", default="")
+ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
+a = ap.parse_args()
+if a.quick:
+    a.budgets, a.methods, a.dev_size = "0.3,0.5", "optin-est,fisher", 1000
+torch.set_num_threads(a.threads)
+quiet = lambda *_: None  # noqa: E731
+
+prep = prepare(a.model, DATA[a.model], PruneConfig(recon=ReconConfig(calib=a.recon_calib)), log=quiet)
+model, ad, seq, calib = prep.model, prep.adapter, prep.seq, prep.calib
+if a.split == "dev":  # a seeded sample of the train split (the model saw it in training: for choosing only)
+    dev = random.Random(1).sample(prep.data.split("train"), a.dev_size)
+    from optin.data import encode_labels
+    c = model.config
+    dev = encode_labels(dev, {str(k): int(v) for k, v in (c.label2id or {}).items()}, c.num_labels, "dev")
+    evalb = make_batches(prep.tok, dev, 64, seq)
+else:
+    evalb = prep.test[:16] if a.quick else prep.test
+labels = torch.cat([b["labels"] for b in evalb])
+dense_macs = dense_model_macs(ad, seq)
+suffix = f"_{a.model}" + ("" if a.split == "test" else "_dev") + (f"_{a.tag}" if a.tag else "") + \
+    ("_quick" if a.quick else "")
+out_json = os.path.join(RESULTS, f"recon{suffix}.json")
+res = read_json(out_json) or {"model": a.model, "split": a.split, "rows": []}
+done = {(r["method"], r["budget"]) for r in res["rows"]}
+
+
+def correct(m):
+    return (predictions(m, evalb) == labels).tolist()
+
+
+def acc(v):
+    p = sum(v) / len(v)
+    return {"accuracy": p, "ci95": 1.96 * (max(p * (1 - p), 1e-12) / len(v)) ** 0.5}
+
+
+if "dense" not in res:
+    res["dense"] = {**acc(correct(model)), "n": len(labels)}
+    res["dense_correct"] = correct(model)
+print(f"{a.model} dense {res['dense']['accuracy']:.4f} on {len(labels)} {a.split} examples", flush=True)
+cfg = ReconConfig(damp=a.damp, calib=a.recon_calib)
+for name in a.methods.split(","):
+    todo = [b for b in map(float, a.budgets.split(",")) if (name, b) not in done]
+    if not todo:
+        continue
+    t0 = time.time()
+    scores = get_method(name)(ad, calib, ScoreConfig())
+    t_score = time.time() - t0
+    for budget in todo:
+        r = search(scores.heads, scores.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align)
+        spec = PruneSpec.from_masks(model.config.model_type, r.head_mask, r.neuron_mask, dims=ad.dims())
+        m = copy.deepcopy(model)
+        pa = adapter_for(m)
+        narrow(pa, spec)
+        if batchnorms(m):
+            recalibrate_batchnorm(m, calib, ad.input_names())
+        before = correct(m)
+        row = {"method": name, "budget": budget, "mac_ratio": ad.spec_macs(spec, seq) / dense_macs,
+               "scoring_s": t_score, "heads": spec.kept_heads, "neurons": spec.kept_neurons,
+               "before": acc(before), "before_correct": before}
+        if not a.no_recon:
+            t1 = time.time()
+            rep = reconstruct(ad, pa, prep.recon, spec, cfg)
+            row["recon_s"] = time.time() - t1
+            after = correct(m)
+            row.update(after=acc(after), after_correct=after,
+                       errors=[[s["before"], s["after"]] for blk in rep["layers"] for s in blk])
+        res["rows"].append(row)
+        done.add((name, budget))
+        print(f"{name:10s} {budget:.1f} MACs {row['mac_ratio']:.3f}: {row['before']['accuracy']:.4f}"
+              + (f" → re-fit {row['after']['accuracy']:.4f} ({row['recon_s']:.0f} s)" if "after" in row else "")
+              + f"  scoring {t_score:.0f} s", flush=True)
+        res.update(recon_calib=a.recon_calib, damp=a.damp, calibration=len(calib) and sum(len(b["labels"]) for b in calib),
+                   versions=versions())
+        write_json(out_json, res)
+
+# paired tests: every method against fisher at each budget, after the re-fit
+rows = res["rows"]
+for r in rows:
+    ref = next((q for q in rows if q["method"] == "fisher" and q["budget"] == r["budget"]), None)
+    if ref is not None and r is not ref and "after_correct" in r and "after_correct" in ref:
+        r["vs_fisher_after"] = mcnemar(r["after_correct"], ref["after_correct"])
+write_json(out_json, res)
+plot_rows = [{"method": f"{r['method']} + re-fit", "budget": r["budget"], **r["after"]} for r in rows if "after" in r]
+plot_rows += [{"method": r["method"], "budget": r["budget"], **r["before"]} for r in rows]
+plot_accuracy(plot_rows, res["dense"], os.path.join(RESULTS, f"recon{suffix}.png"),
+              f"{a.model}: masks, and masks + closed-form re-fit ({a.split})")

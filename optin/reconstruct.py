@@ -1,0 +1,287 @@
+"""Closed-form re-fit of the weights that read the kept units, after narrowing.
+
+After a block loses heads, neurons or channels, the module that reads what is left (the
+attention output projection over the kept heads, the FFN output over the kept neurons, a CNN
+block's consumer conv over the kept channels; `Adapter.sublayers`) is re-solved, bias
+included, by damped least squares on calibration data, so that the narrowed block reproduces
+the dense one (the idea of K-prune, ICLR 2024, §4.3, and of CORP's ridge compensation; no
+gradient step):
+
+    min_W ‖[X 1] Wᵀ − T‖² + λ ‖W − W₀‖²,   λ = damp · mean diag(XᵀX),
+
+with X the consumer's inputs in the *pruned* model (earlier blocks already re-fit, so their
+drift is compensated here) and T its target: its own output plus what the residual sum still
+misses, z + (dense sum − pruned sum) / scale (`Sublayer`), which makes the block's sum equal
+to the dense model's whatever the family does around it. Blocks are solved bottom to top,
+sublayers in forward order. Gram matrices are float64 sums over batches, so memory is bounded
+by the kept width, never by the data. Damping towards W₀ (not towards 0) means the solution can
+only lower each sublayer's calibration error below what narrowing left: the fitted objective
+at W₀ is the error before, and the minimiser's is no larger.
+
+A sublayer that kept nothing (BiasOnly, ConstantBranch) has only its bias left: it becomes the
+mean target. With token reduction each block is solved on the tokens it keeps (the dense sums
+are gathered at those positions).
+"""
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from .channels import ops
+from .errors import BadInput
+
+
+@dataclass(frozen=True)
+class ReconConfig:
+    damp: float = 1e-2   # ridge weight towards the current weights, relative to the Gram's mean diagonal
+    calib: int = 512     # calibration examples (bench/recon.py: chosen on dev data)
+
+    def check(self) -> None:
+        if self.damp < 0:
+            raise BadInput(f"--recon-damp must be ≥ 0, got {self.damp}")
+        if self.calib < 1:
+            raise BadInput(f"--recon-calib must be positive, got {self.calib}")
+
+
+# --- taps ------------------------------------------------------------------------------------
+@contextmanager
+def _taps(points):
+    """points: {key: (module, "input" | "output")}. Yields a dict filled on every forward with a
+    copy of the first input or output (copies: a ResNet adds the shortcut into its branch output in place)."""
+    got, handles = {}, []
+
+    def first(v):
+        return v[0] if isinstance(v, (tuple, list)) else v
+
+    try:
+        for key, (m, at) in points.items():
+            if at == "input":
+                handles.append(m.register_forward_pre_hook(
+                    lambda mod, args, key=key: got.__setitem__(key, args[0].detach().clone())))
+            else:
+                handles.append(m.register_forward_hook(
+                    lambda mod, args, out, key=key: got.__setitem__(key, first(out).detach().clone())))
+        yield got
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def _channels_last(t: torch.Tensor) -> torch.Tensor:
+    """Feature maps [B, C, H, W] → [B, H·W, C]; token tensors stay [B, n, C]."""
+    return t.flatten(2).transpose(1, 2) if t.dim() == 4 else t
+
+
+def _rows(t: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
+    """[B, n, C] → [real rows, C]: padding tokens would pull the fit towards garbage."""
+    if t.dim() == 3 and valid is not None and tuple(t.shape[:2]) == tuple(valid.shape):
+        return t[valid]
+    return t.reshape(-1, t.shape[-1])
+
+
+def _is_standin(m) -> bool:
+    """A sublayer that kept nothing: a bias and no weight (BiasOnly, ConstantBranch)."""
+    return getattr(m, "weight", None) is None and isinstance(getattr(m, "bias", None), torch.nn.Parameter)
+
+
+# --- one sublayer's normal equations ----------------------------------------------------------
+class _Normal:
+    """Σ over calibration rows of [x 1]ᵀ[x 1], [x 1]ᵀ t and tᵀt (float64); rows weighted by
+    scale² per output when the error is reported (the sum's units)."""
+
+    def __init__(self, k: int, out: int, bias: bool):
+        self.bias = bias
+        n = k + int(bias)
+        self.g = torch.zeros(n, n, dtype=torch.float64)
+        self.c = torch.zeros(n, out, dtype=torch.float64)
+        self.tt = torch.zeros(out, dtype=torch.float64)
+        self.ts = torch.zeros(out, dtype=torch.float64)
+        self.rows = 0
+
+    def add(self, x: torch.Tensor | None, t: torch.Tensor) -> None:
+        t = t.double()
+        if x is None:
+            x = t.new_zeros(t.shape[0], 0)
+        x = x.double()
+        if self.bias:
+            x = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
+        self.g += x.T @ x
+        self.c += x.T @ t
+        self.tt += (t * t).sum(0)
+        self.ts += t.sum(0)
+        self.rows += t.shape[0]
+
+    def error(self, w: torch.Tensor, weight: torch.Tensor) -> float:
+        """‖[X 1] wᵀ − T‖², each output's squared error times `weight` (scale²); w: [out, k (+1)]."""
+        w = w.double()
+        per = ((w @ self.g) * w).sum(1) - 2 * (w * self.c.T).sum(1) + self.tt
+        return float((per.clamp(min=0) * weight).sum())
+
+    def target_variance(self, weight: torch.Tensor) -> float:
+        """Σ ‖t − mean t‖² (weighted): what a constant cannot fit. Relative errors are fractions
+        of it (1 − R²), which a constant moved between the bias and a BatchNorm's β leaves alone."""
+        return float(((self.tt - self.ts ** 2 / max(self.rows, 1)).clamp(min=0) * weight).sum())
+
+    def solve(self, w0: torch.Tensor, damp: float) -> torch.Tensor:
+        """argmin ‖[X 1] wᵀ − T‖² + λ‖w − w0‖², λ = damp · mean diag of the X part (the bias
+        column's diagonal is the row count, a different unit)."""
+        w0 = w0.double()
+        k = self.g.shape[0] - int(self.bias)
+        diag = self.g.diagonal()[:k] if k else self.g.diagonal()
+        lam = damp * float(diag.mean()) if diag.numel() else 0.0
+        lam = max(lam, 1e-12 * max(float(self.g.diagonal().max()), 1.0))  # singular Gram (dead inputs)
+        a = self.g + lam * torch.eye(self.g.shape[0], dtype=torch.float64)
+        return torch.linalg.solve(a, self.c + lam * w0.T).T
+
+
+# --- the walk ----------------------------------------------------------------------------------
+def _weights(site) -> tuple[torch.Tensor, bool]:
+    """The consumer's current [W b] as one matrix, and whether it has a bias column."""
+    m = site.consumer
+    if _is_standin(m):
+        return m.bias.detach().reshape(-1, 1), True
+    w = ops(m).matrix(m)
+    if m.bias is not None:
+        return torch.cat([w, m.bias.detach()[:, None]], 1), True
+    if site.bias_into is not None:
+        return torch.cat([w, w.new_zeros(w.shape[0], 1)], 1), True
+    return w, False
+
+
+@torch.no_grad()
+def _write(site, w: torch.Tensor, has_bias: bool) -> None:
+    m = site.consumer
+    if _is_standin(m):
+        m.bias.data.copy_(w[:, -1].reshape(m.bias.shape).to(m.bias))
+        return
+    cols = w[:, :-1] if has_bias else w
+    ops(m).set_matrix(m, cols.to(m.weight))
+    if not has_bias:
+        return
+    b = w[:, -1]
+    if m.bias is not None:
+        m.bias.data.copy_(b.to(m.bias))
+    else:  # bias-free conv before a BatchNorm: BN(z + b) = a·z + (β + a·b) + ...
+        bn = site.bias_into
+        a = bn.running_var.add(bn.eps).rsqrt() * (bn.weight if bn.affine else 1.0)
+        bn.bias.data.add_((a * b.to(a)).to(bn.bias))
+
+
+def _scale(site, out: int) -> torch.Tensor:
+    """Per-output scale between the consumer and the sum, kept away from 0 (a dead channel)."""
+    if site.scale is None:
+        return torch.ones(out, dtype=torch.float64)
+    s = site.scale.double().reshape(-1)
+    floor = 1e-6 * float(s.abs().max().clamp(min=1e-30))
+    return torch.where(s.abs() >= floor, s, torch.where(s >= 0, floor, -floor).to(s))
+
+
+def _layout(site, t: torch.Tensor) -> torch.Tensor:
+    t = _channels_last(t)
+    return site.rows(t) if site.rows is not None else t
+
+
+@torch.no_grad()
+def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), desc: str = "reconstruct") -> dict:
+    """Re-fit `pruned.model` (an adapter over the narrowed model) towards `dense` (an adapter over
+    the dense model it came from) on `batches`, in place. Returns what the report keeps: per
+    block and sublayer the relative calibration error before and after, rows, seconds."""
+    cfg.check()
+    t0 = time.time()
+    L = len(pruned.layers())
+    if len(dense.layers()) != L:
+        raise BadInput("reconstruction needs the dense model the pruned one was narrowed from")
+    modes = [(m, m.training) for m in (dense.model, pruned.model)]
+    for m, _ in modes:
+        m.eval()
+    try:
+        dense_h, pruned_h, ctxs_d, ctxs_p = [], [], [], []
+        for b in batches:
+            h, c = dense.embed(b)
+            dense_h.append(h), ctxs_d.append(c)
+            h, c = pruned.embed(b)
+            pruned_h.append(h), ctxs_p.append(c)
+        layers = []
+        for i in tqdm(range(L), desc=desc, unit="block"):
+            layers.append(_block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg))
+    finally:
+        for m, mode in modes:
+            m.train(mode)
+    return {"damp": cfg.damp, "examples": sum(len(b["labels"]) for b in batches), "layers": layers,
+            "seconds": time.time() - t0}
+
+
+def _positions(spec, i):
+    return None if spec is None or spec.tokens is None else torch.tensor(spec.tokens[i])
+
+
+def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg) -> list[dict]:
+    d_sites, p_sites = dense.sublayers(i), pruned.sublayers(i, spec)
+    if len(d_sites) != len(p_sites):
+        raise BadInput(f"block {i}: the dense and pruned models describe different sublayers")
+    pos = _positions(spec, i)
+    # dense sums (or, for an inner consumer, the dense consumer's output) of every sublayer, per batch
+    points = {k: ((s.consumer, "output") if p.total is None else (s.total, s.total_at))
+              for k, (s, p) in enumerate(zip(d_sites, p_sites))}
+    targets = []
+    with _taps(points) as got:
+        for j in range(len(batches)):
+            dense_h[j] = dense.run_layer(i, dense_h[j], ctxs_d[j])
+            t = {}
+            for k, p in enumerate(p_sites):
+                v = _layout(d_sites[k], got[k]) if p.total is None else _channels_last(got[k])
+                if p.keep_out is not None:
+                    v = v[..., p.keep_out]
+                if pos is not None and p.total is not None:
+                    v = v[:, pos]
+                t[k] = v
+            targets.append(t)
+    valid = [_valid(pruned, b, i, pos) for b in batches]
+    out = []
+    for k, site in enumerate(p_sites):
+        out.append(_fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg))
+    for j in range(len(batches)):
+        pruned_h[j] = pruned.run_layer(i, pruned_h[j], ctxs_p[j])
+    return out
+
+
+def _valid(adapter, batch, i, pos):
+    v = adapter.valid_tokens(batch, i)
+    return v if pos is None else v[:, pos]
+
+
+def _fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> dict:
+    """Accumulate one sublayer's normal equations over the batches, solve, write; errors before/after."""
+    w0, has_bias = _weights(site)
+    standin = _is_standin(site.consumer)
+    scale = _scale(site, w0.shape[0])
+    eq = _Normal(0 if standin else w0.shape[1] - int(has_bias), w0.shape[0], has_bias)
+    points = {"z": (site.consumer, "output")}
+    if not standin:
+        points["x"] = (site.consumer, "input")
+    if site.total is not None:
+        points["s"] = (site.total, site.total_at)
+    with _taps(points) as got:
+        for j in range(len(batches)):
+            pruned.run_layer(i, pruned_h[j], ctxs_p[j])
+            z = _layout(site, got["z"])
+            if site.total is None:
+                t = targets[j][k]
+            else:  # what the sum misses, in the consumer's units
+                t = z.double() + (targets[j][k].double() - _channels_last(got["s"]).double()) / scale
+            x = None if standin else _layout(site, ops(site.consumer).design(site.consumer, got["x"]))
+            eq.add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]))
+    weight = scale ** 2
+    norm = max(eq.target_variance(weight), 1e-30)
+    before = eq.error(w0, weight) / norm
+    w = eq.solve(w0, 0.0 if standin else cfg.damp)
+    after = eq.error(w, weight) / norm
+    if after > before:  # rounding in a near-singular solve: keep what narrowing left
+        w, after = w0.double(), before
+    _write(site, w, has_bias)
+    return {"layer": i, "sublayer": k, "kind": "bias" if standin else type(site.consumer).__name__,
+            "inputs": eq.g.shape[0] - int(has_bias), "rows": eq.rows, "before": before, "after": after}
