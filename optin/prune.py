@@ -150,6 +150,8 @@ def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print) -> Pre
     model, tok = load_model(path)
     adapter = adapter_for(model)
     max_len = adapter.seq_len(cfg.max_length or _model_max_length(path))
+    # a file without its own split gives --calib examples to calibration and the rest to evaluation:
+    # the re-fit then uses at most those (report.json says how many)
     ds = load_data(data_spec, calib=cfg.calib, seed=cfg.seed)
     if ds.meta.get("modality", "text") != adapter.modality:
         raise BadData(f"{ds.name} holds {ds.meta.get('modality', 'text')} examples but {model_spec} is a "

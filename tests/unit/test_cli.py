@@ -16,11 +16,12 @@ def run_cli(*args):
     return subprocess.run([sys.executable, "-m", "optin.cli", *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.mark.parametrize("method", ["optin", "fisher"])
-def test_prune_writes_contract_and_reloads(tiny_folders, tiny_csv, tmp_path, method):
+@pytest.mark.parametrize("method,refit", [("optin", False), ("fisher", True)])
+def test_prune_writes_contract_and_reloads(tiny_folders, tiny_csv, tmp_path, method, refit):
     out = tmp_path / "out"
     r = run_cli("prune", str(tiny_folders["bert"]), "--data", str(tiny_csv), "--flops", "0.5",
-                "--out", str(out), "--method", method, "--calib", "16", "--group-size", "8", "--max-length", "16")
+                "--out", str(out), "--method", method, "--calib", "16", "--group-size", "8", "--max-length", "16",
+                *([] if refit else ["--no-reconstruct"]), "--recon-calib", "24")
     assert r.returncode == 0, r.stderr
     rep = json.loads((out / "report.json").read_text())
     assert REPORT_KEYS <= set(rep)
@@ -44,7 +45,16 @@ def test_prune_writes_contract_and_reloads(tiny_folders, tiny_csv, tmp_path, met
     with mask_hooks(adapter_for(dense)) as state:
         state.set(*spec.masks())
         masked = dense(**enc).logits
-    assert (pruned(**enc).logits - masked).abs().max() <= 1e-5
+    gap = (pruned(**enc).logits - masked).abs().max()
+    if not refit:  # narrowing alone is exactly the mask
+        assert gap <= 1e-5 and rep["reconstruction"] is None
+        return
+    # re-fit: other weights, the same shapes; the report says what it did, on how many examples
+    assert gap > 1e-4 and set(rep["kept"]["heads"]) == set(spec.kept_heads)
+    rc = rep["reconstruction"]
+    assert rc["examples"] == 16 and rc["damp"] == 0.01  # a file's calibration part is --calib long and 0 <= rc["accuracy_before"] <= 1
+    assert all(s["after"] <= s["before"] + 1e-9 for block in rc["layers"] for s in block)
+    assert rep["seconds"]["reconstruction"] > 0 and (out / "reconstruction.png").stat().st_size > 1000
 
 
 def _bad_cases(tiny_folders, tmp_path):
