@@ -3,7 +3,9 @@
 A pruned folder holds model.safetensors (narrowed weights), config.json (the original config:
 transformers keeps one global head count, so from_pretrained cannot rebuild a non-uniform
 model), spec.json (what was kept) and the processor (the tokenizer; preprocessor_config.json for
-images). `load_pruned` rebuilds from the spec.
+images). `load_pruned` rebuilds from the spec. The folder also carries remote code and the
+per-layer widths in config.json (optin.remote_code), so transformers' from_pretrained with
+trust_remote_code=True rebuilds it too, without optin.
 """
 from __future__ import annotations
 
@@ -41,10 +43,18 @@ def load_model(path: str):
 def save_pruned(model, tokenizer, spec: PruneSpec, out_dir: str, extra: dict | None = None) -> None:
     from safetensors.torch import save_model
 
+    from .adapters import adapter_for
+    from .remote_code import write_remote_code
+
     os.makedirs(out_dir, exist_ok=True)
     save_model(model, os.path.join(out_dir, "model.safetensors"))
     cfg = model.config.to_dict()
     cfg.pop("optin_pruned", None)
+    # stale copies go (a model rebuilt by load_pruned has them); then what lets transformers alone
+    # rebuild the narrowed model (from_pretrained with trust_remote_code=True)
+    for key in ("optin_narrowed", "auto_map"):
+        cfg.pop(key, None)
+    cfg.update(write_remote_code(out_dir, adapter_for(model), spec))
     with open(os.path.join(out_dir, "config.json"), "w") as fh:
         json.dump(cfg, fh, indent=2)
     with open(os.path.join(out_dir, "spec.json"), "w") as fh:

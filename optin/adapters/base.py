@@ -19,6 +19,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+# the stand-ins of emptied sublayers and the token gather live with the remote code that pruned
+# folders carry, so that optin and those folders build the same modules (re-exported from here)
+from ..remote.optin_pruned import BiasOnly, PassThrough, keep_tokens  # noqa: F401
+
 
 @dataclass(frozen=True)
 class Channels:
@@ -113,34 +117,6 @@ class Dims:
         heads = torch.arange(self.num_heads)[None, :] < torch.tensor(self.layer_heads)[:, None]
         neurons = torch.arange(self.ffn_size)[None, :] < torch.tensor(self.layer_ffn)[:, None]
         return heads, neurons
-
-
-class BiasOnly(nn.Module):
-    """Stands in for a projection whose inputs were all pruned: the output is its bias alone.
-    A zero-width Linear would break ONNX export and ONNX Runtime (Reshape of a 0-sized tensor)."""
-
-    def __init__(self, bias: torch.Tensor | None, width: int):
-        super().__init__()
-        self.bias = nn.Parameter(bias.detach().clone() if bias is not None else torch.zeros(width))
-
-    def forward(self, x, *args, **kwargs):
-        return self.bias.expand(*x.shape[:-1], self.bias.shape[0])
-
-
-class PassThrough(nn.Module):
-    """Stands in for a sub-module whose result is no longer used (its consumer is BiasOnly)."""
-
-    def __init__(self, returns_tuple: bool = False):
-        super().__init__()
-        self.returns_tuple = returns_tuple
-
-    def forward(self, x, *args, **kwargs):
-        return (x, None) if self.returns_tuple else x
-
-
-def _select_tokens(module, args):
-    """Forward pre-hook of a block that sees only some of the tokens (Adapter.keep_tokens)."""
-    return (args[0].index_select(1, module.optin_keep_tokens),) + tuple(args[1:])
 
 
 class Adapter:
@@ -259,6 +235,10 @@ class Adapter:
     def empty_ffn(self, i: int) -> None:
         raise NotImplementedError
 
+    def run_widths(self, i: int) -> list[int]:
+        """Dense width of each run of layer i's neurons (transformers: one run, the FFN)."""
+        return [self.dims().layer_ffn[i]]
+
     def empty_runs(self, i: int, runs: list[int]) -> None:
         """Runs `runs` of layer i's neurons keep nothing (the other runs are already sliced); a
         zero-width module would break export. One run (transformers): the FFN is emptied."""
@@ -300,9 +280,7 @@ class Adapter:
         (an ONNX Gather) in front of the block, so the shorter sequence is real compute saved.
         The index is a non-persistent buffer: the state dict keeps its keys and load_pruned
         re-applies it from spec.json."""
-        layer = self.layers()[i]
-        layer.register_buffer("optin_keep_tokens", idx.to(torch.long), persistent=False)
-        layer.register_forward_pre_hook(_select_tokens)
+        keep_tokens(self.layers()[i], idx)
 
     # --- shared plumbing --------------------------------------------------------------------
     def forward(self, batch: dict) -> torch.Tensor:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..remote.optin_pruned import ConstantBranch  # noqa: F401  (shared with pruned folders' remote code)
 from .base import Channels, Dims, LayerParts
 from .image import ImageAdapter
 
@@ -71,22 +72,6 @@ def apply_eval(modules, x: torch.Tensor) -> torch.Tensor:
         finally:
             m.train(mode)
     return x
-
-
-class ConstantBranch(nn.Module):
-    """Stands in for a block branch whose inner channels were all pruned: its output no longer
-    depends on the input, it is a per-channel constant (what the BatchNorm after the emptied conv
-    makes of zeros) on the branch's output grid. The grid comes from a strided slice of the
-    input, so no shape arithmetic reaches the ONNX graph, and no zero-width conv is left."""
-
-    def __init__(self, value: torch.Tensor, stride: int):
-        super().__init__()
-        self.bias = nn.Parameter(value.detach().reshape(-1).clone())
-        self.stride = int(stride)
-
-    def forward(self, x):
-        s = self.stride
-        return x[:, :1, ::s, ::s] * 0 + self.bias.view(1, -1, 1, 1)
 
 
 class ConvAdapter(ImageAdapter):

@@ -16,15 +16,16 @@ Weights: `convert_lukemelas_state_dict` renames an EfficientNet-PyTorch-format s
 package's file) to this model's keys. BatchNorm eps 1e-3 (TF's 0.001) matters: PyTorch's default
 1e-5 changes the logits.
 
-Registered with AutoConfig and AutoModelForImageClassification on import, so
+Registered with AutoConfig and AutoModelForImageClassification by optin.models, so
 `AutoModelForImageClassification.from_pretrained(folder)` works once `optin.models` is imported
-(`optin.adapters` imports it).
+(`optin.adapters` imports it). Not here: a pruned folder carries this file without optin
+(optin.remote_code), and transformers would take a class registered there for the dense model.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
 # (repeats, kernel, stride, expand ratio, input width, output width) per stage, EfficientNet-Lite0
@@ -195,7 +196,3 @@ def convert_lukemelas_state_dict(sd: dict) -> dict:
         out["efficientnet." + ".".join(p.lstrip("_") for p in parts)] = value
     return out
 
-
-AutoConfig.register(EfficientNetLiteConfig.model_type, EfficientNetLiteConfig, exist_ok=True)
-AutoModelForImageClassification.register(EfficientNetLiteConfig, EfficientNetLiteForImageClassification,
-                                         exist_ok=True)

@@ -17,16 +17,19 @@ load (`optin.zoo`'s `timm:NAME` and `timm:NAME:/path/to/checkpoint`).
 Supported: blocks of timm's `Block` with plain `Attention` (no scale_norm, no gate) and `Mlp` (no
 hidden norm); pooling 'token', 'avg' or the distilled head; not attention pooling ('map').
 
-Registered with AutoConfig and AutoModelForImageClassification on import (like efficientnet_lite).
+Registered with AutoConfig and AutoModelForImageClassification by optin.models (like efficientnet_lite).
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import AutoConfig, AutoModelForImageClassification, PreTrainedConfig, PreTrainedModel
+from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.modeling_outputs import ImageClassifierOutputWithNoAttention
 
-from ..errors import MissingDependency, UnsupportedModel
+try:  # optin's one-line errors; a pruned folder carries this file where optin is absent (optin.remote_code)
+    from optin.errors import MissingDependency, UnsupportedModel
+except ImportError:
+    MissingDependency, UnsupportedModel = ImportError, ValueError
 
 
 class TimmVitConfig(PreTrainedConfig):
@@ -214,6 +217,3 @@ def convert_timm_state_dict(sd: dict, prefix: str = "vit.") -> dict:
             out[prefix + key] = value
     return out
 
-
-AutoConfig.register(TimmVitConfig.model_type, TimmVitConfig, exist_ok=True)
-AutoModelForImageClassification.register(TimmVitConfig, TimmVitForImageClassification, exist_ok=True)
