@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import distributed
+from .data import DataOptions
 from .errors import BadData, BadInput
 from .importance import ScoreConfig
 
@@ -34,6 +35,7 @@ class PruneConfig:
     eval_limit: int | None = None  # cap on test examples (None: the whole test split)
     fvcore: bool = True
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    data: DataOptions = field(default_factory=DataOptions)  # --calib-data, columns, --label-map
 
     def check(self) -> None:
         if not 0 < self.flops <= 1:
@@ -122,7 +124,7 @@ def fvcore_count(model, seq_len: int, ops=None, both: bool = False):
 def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print):
     """Load model, processor (tokenizer), adapter and encoded calibration/test batches."""
     from .adapters import adapter_for
-    from .data import encode_labels, load_data, make_batches
+    from .data import make_batches, model_examples
     from .io import load_model
     from .zoo import resolve_model
 
@@ -130,14 +132,9 @@ def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print):
     model, tok = load_model(path)
     adapter = adapter_for(model)
     max_len = adapter.seq_len(cfg.max_length or _model_max_length(path))
-    ds = load_data(data_spec, calib=cfg.calib, seed=cfg.seed)
-    if ds.meta.get("modality", "text") != adapter.modality:
-        raise BadData(f"{ds.name} holds {ds.meta.get('modality', 'text')} examples but {model_spec} is a "
-                      f"{model.config.model_type} {adapter.modality} classifier; give {adapter.modality} data")
-    c = model.config
-    label2id = {str(k): int(v) for k, v in (c.label2id or {}).items()}
-    calib = encode_labels(ds.split("calib"), label2id, c.num_labels, f"{ds.name} calib")[:cfg.calib]
-    test = encode_labels(ds.split("test"), label2id, c.num_labels, f"{ds.name} test")
+    ds, calib_all, test = model_examples(data_spec, cfg.data, model.config, adapter.modality, cfg.calib, cfg.seed,
+                                         log)
+    calib = calib_all[:cfg.calib]
     if cfg.eval_limit:
         test = test[:cfg.eval_limit]
     if not calib:
