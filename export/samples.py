@@ -68,7 +68,10 @@ def load(model_dir: str, log=print) -> Loaded:
 def _tokenizer(path: str, model):
     """The folder's processor (tokenizer, or image processor) through the family adapter."""
     from optin.adapters import adapter_for
+    from optin.files import check_processor_files
+    from optin.io import folder_fix
 
+    check_processor_files(path, folder_fix(path))  # a damaged one is an error, not a random-token fallback
     try:
         return type(adapter_for(model)).load_processor(path, model.config)
     except (OSError, ValueError, TypeError):

@@ -13,6 +13,19 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
                    "Face folder, hub id, or timm:NAME[:CHECKPOINT] (a timm ViT / DeiT)")
     p.add_argument("--data", required=True, help="rotten-tomatoes, a CSV/JSONL file, hf:NAME[/CONFIG]; "
                    "images: fashion-mnist, imagefolder:DIR")
+    p.add_argument("--calib-data", default=None, metavar="SPEC",
+                   help="take the calibration examples from SPEC (same forms as --data); --data is then used "
+                        "whole for evaluation (default: a seeded split of --data)")
+    p.add_argument("--text-column", default=None, metavar="NAME",
+                   help="CSV/JSONL/hf: column of the texts (default: text, sentence, sentence1, ...)")
+    p.add_argument("--pair-column", default=None, metavar="NAME",
+                   help="CSV/JSONL/hf: column of the second texts of a pair task (default: text_pair, sentence2, "
+                        "..., if present)")
+    p.add_argument("--label-column", default=None, metavar="NAME",
+                   help="CSV/JSONL/hf: column of the labels (default: label, labels, category)")
+    p.add_argument("--label-map", default=None, metavar="MAP",
+                   help="data labels to the model's classes, e.g. pos=1,neg=0 (values: class ids or the model's "
+                        "label names; default: ids as they are, names matched case-insensitively)")
     p.add_argument("--flops", type=float, default=0.6, help="MAC budget as a fraction of dense (0, 1]")
     p.add_argument("--out", required=True, help="output folder (written only when complete)")
     p.add_argument("--method", default="optin-est",
@@ -63,7 +76,16 @@ def _prune_config(a):
                        max_length=a.max_length, align=a.align, token_share=a.token_share, eval_limit=a.eval_limit,
                        fvcore=not a.no_fvcore, bn_recalib=not a.no_bn_recalib, reconstruct=not a.no_reconstruct,
                        recon=ReconConfig(damp=a.recon_damp, calib=a.recon_calib),
-                       score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth))
+                       score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth),
+                       data=_data_options(a))
+
+
+def _data_options(a):
+    from .data import DataOptions
+    from .labels import parse_label_map
+
+    return DataOptions(calib_data=a.calib_data, text_column=a.text_column, pair_column=a.pair_column,
+                       label_column=a.label_column, label_map=parse_label_map(a.label_map))
 
 
 def _latency_target(a):

@@ -35,3 +35,7 @@ class ExportError(OptinError):
 
 class EngineBuildError(OptinError):
     """The runtime refused the model (parser or builder errors, listed in the message)."""
+
+
+class DamagedFile(BadInput):
+    """A file the tool reads is truncated, garbage or of another format (optin.files)."""

@@ -2,9 +2,9 @@
 `imagefolder:DIR` (one sub-folder of PNG/JPEG images per class), and the processor that turns
 images into `pixel_values`.
 
-Examples are (image, None, label) triples, like the (text, pair, label) triples of optin.data,
-so label encoding and the calibration/test split code are shared. An image is a uint8 array
-(H×W or H×W×C) or a file path (read when batched).
+Examples are (image, None, label) triples, like the (text, pair, label) triples of optin.data;
+the dataset container, the column choice and the calibration/test split live below both, in
+optin.examples. An image is a uint8 array (H×W or H×W×C) or a file path (read when batched).
 
 Fashion-MNIST split (fixed, documented): test = the official 10,000 test images; the 60,000
 official training images are shuffled with numpy's default_rng(0); calib = the first 512 of
@@ -15,10 +15,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import zlib
 
 import numpy as np
 
 from .errors import BadData
+from .examples import LABEL_COLUMNS, POOL, TextDataset, calib_test, pick_column
+from .files import read_json, reason
 
 FMNIST_DIR = "/usr/share/datasets/fashion-mnist"
 FMNIST_APT = "apt-get install -y dataset-fashion-mnist"
@@ -29,15 +32,17 @@ FMNIST_CALIB = 512
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 
-def _idx(path: str, offset: int) -> np.ndarray:
-    with gzip.open(path, "rb") as fh:
-        return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset)
+def _idx(path: str, offset: int, shape=(-1,)) -> np.ndarray:
+    try:
+        with gzip.open(path, "rb") as fh:
+            return np.frombuffer(fh.read(), dtype=np.uint8, offset=offset).reshape(shape)
+    except (OSError, EOFError, zlib.error, ValueError) as e:  # truncated or not gzip: reinstall
+        raise BadData(f"{path} is damaged ({reason(e)}); reinstall it: "
+                      "sudo apt-get install --reinstall dataset-fashion-mnist") from e
 
 
 def fashion_mnist(root: str | None = None):
     """Fashion-MNIST from the IDX files of the Debian package (28×28 grayscale, 10 classes)."""
-    from .data import TextDataset
-
     root = root or os.environ.get("OPTIN_FMNIST_DIR", FMNIST_DIR)
     files = {s: (os.path.join(root, f"{p}-images-idx3-ubyte.gz"), os.path.join(root, f"{p}-labels-idx1-ubyte.gz"))
              for s, p in (("train", "train"), ("test", "t10k"))}
@@ -47,7 +52,7 @@ def fashion_mnist(root: str | None = None):
                       f"sudo {FMNIST_APT}")
     arrays = {}
     for split, (img, lab) in files.items():
-        x, y = _idx(img, 16).reshape(-1, 28, 28), _idx(lab, 8)
+        x, y = _idx(img, 16, (-1, 28, 28)), _idx(lab, 8)
         if len(x) != len(y):
             raise BadData(f"{img}: {len(x)} images but {len(y)} labels; reinstall dataset-fashion-mnist")
         arrays[split] = (x, y)
@@ -63,26 +68,23 @@ def fashion_mnist(root: str | None = None):
                        label_names=FMNIST_LABELS, meta={"modality": "image"})
 
 
-def image_records(records, column: str, where: str):
-    """Rows of a Hugging Face image dataset (`hf:` data) → (image array, None, label) examples."""
-    from .data import LABEL_COLUMNS, _pick
-
+def image_records(records, column: str, where: str, label_column: str | None = None):
+    """Rows of a Hugging Face image dataset (`hf:` data) → (image array, None, label) examples,
+    and the columns read."""
     if not records:
         raise BadData(f"{where}: the dataset is empty; give at least one labelled image")
-    label = _pick(set(records[0]), LABEL_COLUMNS, "label", where)
+    label = pick_column(set(records[0]), LABEL_COLUMNS, "label", where, label_column, "--label-column")
     out = []
     for i, r in enumerate(records):
         if r.get(column) is None or r.get(label) is None:
             raise BadData(f"{where}: row {i + 1} lacks {column!r} or {label!r}; every row needs an image and a label")
         out.append((np.asarray(r[column]), None, r[label]))
-    return out
+    return out, {"image": column, "pair": None, "label": label}
 
 
-def image_folder(root: str, calib: int = 128, seed: int = 0):
-    """`imagefolder:DIR`: DIR/<class name>/*.png|jpg; labels are the class names (sorted), which
-    must be the model's label names (or its label ids). Seeded split: calibration first, test after."""
-    from .data import TextDataset, _split_calib_test
-
+def read_image_folder(root: str) -> TextDataset:
+    """`imagefolder:DIR`: DIR/<class name>/*.png|jpg, one pool; labels are the class names (sorted),
+    which must be the model's label names (or its label ids, or mapped with --label-map)."""
     if not os.path.isdir(root):
         raise BadData(f"image folder {root!r} does not exist; give imagefolder:DIR with one sub-folder per class")
     classes = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
@@ -91,8 +93,12 @@ def image_folder(root: str, calib: int = 128, seed: int = 0):
     if not examples:
         raise BadData(f"image folder {root!r} holds no PNG/JPEG images in class sub-folders "
                       f"(DIR/<class>/*.png); found {len(classes)} sub-folders")
-    return TextDataset(f"imagefolder:{root}", _split_calib_test(examples, calib, seed), label_names=classes,
-                       meta={"modality": "image"})
+    return TextDataset(f"imagefolder:{root}", {POOL: examples}, label_names=classes, meta={"modality": "image"})
+
+
+def image_folder(root: str, calib: int = 128, seed: int = 0) -> TextDataset:
+    """The image folder with a seeded split: calibration first, test after."""
+    return calib_test(read_image_folder(root), calib, seed)
 
 
 class ImageProcessor:
@@ -112,9 +118,7 @@ class ImageProcessor:
     @classmethod
     def for_model(cls, config, path: str | None = None) -> "ImageProcessor":
         size = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
-        p = {}
-        if path and os.path.isfile(os.path.join(path, cls.FILE)):
-            p = json.load(open(os.path.join(path, cls.FILE)))
+        p = read_json(os.path.join(path, cls.FILE), {}) if path else {}
         return cls(size, config.num_channels, p.get("image_mean"), p.get("image_std"))
 
     def save_pretrained(self, out_dir: str) -> None:
@@ -136,7 +140,8 @@ class ImageProcessor:
             im = Image.open(img) if isinstance(img, str) else Image.fromarray(np.asarray(img))
             im = im.convert("L" if self.channels == 1 else "RGB")
         except (OSError, ValueError) as e:
-            raise BadData(f"cannot read image {img if isinstance(img, str) else type(img).__name__}: {e}") from e
+            raise BadData(f"cannot read image {img if isinstance(img, str) else type(img).__name__}: {reason(e)}; "
+                          "replace or remove it") from e
         if im.size != (self.size, self.size):
             im = im.resize((self.size, self.size), Image.BILINEAR)
         a = np.asarray(im, dtype=np.uint8)

@@ -15,29 +15,60 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 
-from .errors import BadInput, UnsupportedModel
+from .errors import BadInput, DamagedFile, OptinError, UnsupportedModel
+from .files import reason
 from .spec import PruneSpec
 
 
 def load_model(path: str):
     """(model, processor) of a classifier, after checking that a family adapter exists. The
-    processor is the family's input encoder: a tokenizer for text, optin.images.ImageProcessor for images."""
-    from transformers import AutoConfig
-
+    processor is the family's input encoder: a tokenizer for text, optin.images.ImageProcessor for images.
+    Damaged files (config, weights, tokenizer) are DamagedFile errors naming the file (optin.files)."""
     from .adapters import ADAPTERS, adapter_for
+    from .files import check_model_files, check_processor_files
 
-    try:
-        config = AutoConfig.from_pretrained(path)
-    except (OSError, ValueError) as e:
-        raise BadInput(f"cannot load model {path!r}: {str(e).splitlines()[0]}; give a Hugging Face model "
-                       "folder, a hub id or a zoo name") from e
+    fix = folder_fix(path)
+    check_model_files(path, fix)  # before any library parses them: one line, not a traceback
+    check_processor_files(path, fix)
+    config = _config(path)
     if config.model_type not in ADAPTERS:
         raise UnsupportedModel(f"model type {config.model_type!r} is not supported; supported: "
                                f"{', '.join(sorted(ADAPTERS))}")
     cls = ADAPTERS[config.model_type]
-    model = cls.auto_model().from_pretrained(path).eval()
+    try:  # the processor first: it is quick, and fails before the weights' progress bar
+        processor = cls.load_processor(path, config)
+    except OptinError:
+        raise
+    except Exception as e:  # tokenizers raises bare Exceptions: one line, naming the folder
+        raise BadInput(f"cannot load the tokenizer (processor) of {path}: {reason(e)}; {fix} "
+                       "(tokenizer.json, tokenizer_config.json, vocab.txt, ...)") from e
+    try:
+        model = cls.auto_model().from_pretrained(path).eval()
+    except OSError as e:  # no weights file in the folder (damaged ones were caught above)
+        raise BadInput(f"cannot load the weights of {path}: {reason(e)}; {fix}") from e
     adapter_for(model)  # fails early on a non-classifier
-    return model, cls.load_processor(path, config)
+    return model, processor
+
+
+def _config(path: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise BadInput(f"cannot load model {path!r}: {str(e).splitlines()[0]}; give a Hugging Face model "
+                       "folder, a hub id or a zoo name") from e
+
+
+def folder_fix(path: str) -> str:
+    """What to do about a damaged file in model folder `path`."""
+    from .zoo import cache_dir
+
+    if os.path.isfile(os.path.join(path, "spec.json")):
+        return "run `optin prune` again to rewrite the folder"
+    if os.path.abspath(path).startswith(os.path.abspath(cache_dir()) + os.sep):
+        return f"delete {path} and optin rebuilds it on next use"
+    return "restore it from the original model (copy or download it again)"
 
 
 def save_pruned(model, tokenizer, spec: PruneSpec, out_dir: str, extra: dict | None = None) -> None:
@@ -69,30 +100,50 @@ def save_pruned(model, tokenizer, spec: PruneSpec, out_dir: str, extra: dict | N
 def load_pruned(path: str):
     """Rebuild a pruned model from its folder: config → dense skeleton → narrow(spec) → weights."""
     from safetensors.torch import load_model
-    from transformers import AutoConfig
 
     from .adapters import ADAPTERS, adapter_for
+    from .files import check_model_files
     from .narrow import narrow
 
     spec_file = os.path.join(path, "spec.json")
     if not os.path.isfile(spec_file):
         raise BadInput(f"{path!r} is not a pruned-model folder (no spec.json); run `optin prune` first")
-    spec = PruneSpec.from_json(open(spec_file).read())
-    config = AutoConfig.from_pretrained(path)
+    spec = read_spec(spec_file)
+    fix = folder_fix(path)
+    check_model_files(path, fix)
+    config = _config(path)
     if config.model_type not in ADAPTERS:
         raise UnsupportedModel(f"{path}: model type {config.model_type!r} is not supported; supported: "
                                f"{', '.join(sorted(ADAPTERS))}")
     model = ADAPTERS[config.model_type].from_config(config)
-    narrow(adapter_for(model), spec)
-    load_model(model, os.path.join(path, "model.safetensors"), strict=True)
+    weights = os.path.join(path, "model.safetensors")
+    if not os.path.isfile(weights):
+        raise BadInput(f"{weights} is missing; {fix}")
+    try:
+        narrow(adapter_for(model), spec)
+        load_model(model, weights, strict=True)
+    except (IndexError, RuntimeError, ValueError) as e:  # kept units or tensor shapes that do not fit
+        raise DamagedFile(f"{path}: spec.json, config.json and model.safetensors do not fit together "
+                          f"({reason(e)}); {fix}") from e
     return model.eval()
 
 
+def read_spec(path: str) -> PruneSpec:
+    """spec.json → PruneSpec; DamagedFile naming it if it is not JSON or not a spec."""
+    from .files import damaged
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return PruneSpec.from_json(fh.read())
+    except (OSError, KeyError, TypeError, ValueError) as e:  # ValueError: JSON and UTF-8 errors
+        raise damaged(path, f"not a pruning spec: {reason(e)}") from e
+
+
 def read_json(path: str, default=None):
-    if not os.path.exists(path):
-        return default
-    with open(path) as fh:
-        return json.load(fh)
+    """The parsed file, `default` if it does not exist; a damaged file is a DamagedFile naming it."""
+    from .files import read_json as read
+
+    return read(path, default)
 
 
 def write_json(path: str, data: dict) -> None:

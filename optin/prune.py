@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from . import distributed
+from .data import DataOptions
 from .errors import BadData, BadInput
 from .importance import ScoreConfig
 from .reconstruct import ReconConfig
@@ -37,6 +38,7 @@ class PruneConfig:
     eval_limit: int | None = None  # cap on test examples (None: the whole test split)
     fvcore: bool = True
     score: ScoreConfig = field(default_factory=ScoreConfig)
+    data: DataOptions = field(default_factory=DataOptions)  # --calib-data, columns, --label-map
 
     def check(self) -> None:
         if not 0 < self.flops <= 1:
@@ -142,7 +144,7 @@ class Prepared:
 def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print) -> Prepared:
     """Load model, processor (tokenizer), adapter and encoded calibration/test batches."""
     from .adapters import adapter_for
-    from .data import encode_labels, load_data, make_batches
+    from .data import make_batches, model_examples
     from .io import load_model
     from .zoo import resolve_model
 
@@ -150,17 +152,9 @@ def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print) -> Pre
     model, tok = load_model(path)
     adapter = adapter_for(model)
     max_len = adapter.seq_len(cfg.max_length or _model_max_length(path))
-    # a file without its own split gives --calib examples to calibration and the rest to evaluation:
-    # the re-fit then uses at most those (report.json says how many)
-    ds = load_data(data_spec, calib=cfg.calib, seed=cfg.seed)
-    if ds.meta.get("modality", "text") != adapter.modality:
-        raise BadData(f"{ds.name} holds {ds.meta.get('modality', 'text')} examples but {model_spec} is a "
-                      f"{model.config.model_type} {adapter.modality} classifier; give {adapter.modality} data")
-    c = model.config
-    label2id = {str(k): int(v) for k, v in (c.label2id or {}).items()}
-    calib_all = encode_labels(ds.split("calib"), label2id, c.num_labels, f"{ds.name} calib")
+    ds, calib_all, test = model_examples(data_spec, cfg.data, model.config, adapter.modality, cfg.calib, cfg.seed,
+                                         log)
     calib = calib_all[:cfg.calib]
-    test = encode_labels(ds.split("test"), label2id, c.num_labels, f"{ds.name} test")
     if cfg.eval_limit:
         test = test[:cfg.eval_limit]
     if not calib:

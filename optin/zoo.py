@@ -231,10 +231,15 @@ def build_efficientnet_lite0(out_dir: str, log=print) -> None:
 def _load_checkpoint(path: str) -> dict:
     import torch
 
+    from .files import check_safetensors, check_torch_file
+
+    fix = "give a whole checkpoint (copy or download it again)"
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
+        check_safetensors(path, fix)
         return load_file(path)
+    check_torch_file(path, fix)
     sd = torch.load(path, map_location="cpu", weights_only=True)
     for key in ("state_dict", "model", "state_dict_ema", "model_ema"):
         if isinstance(sd, dict) and isinstance(sd.get(key), dict):

@@ -137,9 +137,8 @@ def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
     from transformers import AutoConfig
 
     from optin.adapters import ADAPTERS, adapter_for
-    from optin.io import read_json
+    from optin.io import read_json, read_spec
     from optin.prune import cost_model_for
-    from optin.spec import PruneSpec
 
     rep = read_json(os.path.join(model_dir, "report.json"), {}) or {}
     macs = rep.get("macs") or {}
@@ -160,8 +159,7 @@ def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
     costs = cost_model_for(adapter, n)
     spec_file = os.path.join(model_dir, "spec.json")
     if os.path.exists(spec_file):
-        spec = PruneSpec.from_json(open(spec_file).read())
-        return adapter.spec_macs(spec, n), "analytic (spec.json)"
+        return adapter.spec_macs(read_spec(spec_file), n), "analytic (spec.json)"
     return int(round(costs.total(d.layer_heads, d.layer_ffn))), "analytic (dense)"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 
 from optin.errors import BadInput, MissingDependency
+from optin.files import check_onnx
 
 from . import EngineBuildError, register
 
@@ -56,6 +57,7 @@ def make_session(onnx_file: str, provider: str = "cpu", level: str = "all", thre
     try:
         sess = ort.InferenceSession(onnx_file, so, providers=[p for p in chain if p in available])
     except Exception as e:  # ORT raises its own Fail/InvalidGraph types: one line is enough
+        check_onnx(onnx_file, e)  # a truncated or garbage file: name it and how to re-export it
         raise EngineBuildError(f"ONNX Runtime cannot load {onnx_file}: {str(e).strip().splitlines()[0]}") from e
     ran = sess.get_providers()
     if ran[0] != want:

@@ -195,7 +195,9 @@ class TrtSession:
         self.trt, self.torch = trt, torch
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(open(plan_file, "rb").read())
         if self.engine is None:
-            raise EngineBuildError(f"TensorRT cannot deserialize {plan_file}: built by another TensorRT version or GPU?")
+            model_dir = os.path.dirname(os.path.dirname(plan_file))  # DIR/engine/engine.plan
+            raise EngineBuildError(f"TensorRT cannot deserialize {plan_file} (damaged, or built by another TensorRT "
+                                   f"version or GPU); rebuild it: optin engine {model_dir} --backend tensorrt")
         self.ctx = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_in = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
