@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import random
 import sys
+import time
 
 import torch
 
@@ -43,7 +44,9 @@ def scores_cached(adapter, calib, method, cfg: ScoreConfig, tag: str):
     path = os.path.join(RESULTS, "..", "..", "runs", "cache", f"{method}-{tag}.pt")
     if os.path.exists(path):
         return torch.load(path, weights_only=False)
+    t0 = time.time()
     s = get_method(method)(adapter, calib, cfg)
+    s.meta["seconds"] = time.time() - t0
     os.makedirs(os.path.dirname(path), exist_ok=True)
     torch.save(s, path)
     return s

@@ -20,17 +20,18 @@ import random
 import time
 
 import torch
-from common import RESULTS, mcnemar, plot_accuracy
+from common import RESULTS, mcnemar, plot_accuracy, scores_cached
 
 from optin.adapters import adapter_for
 from optin.data import make_batches
 from optin.evaluate import predictions
-from optin.importance import ScoreConfig, get_method
+from optin.importance import ScoreConfig
 from optin.io import read_json, write_json
-from optin.narrow import narrow
+from optin.narrow import narrow, narrow_tokens
 from optin.prune import PruneConfig, cost_model_for, dense_model_macs, prepare
 from optin.recalibrate import batchnorms, recalibrate_batchnorm
 from optin.reconstruct import ReconConfig, reconstruct
+from optin.reselect import Reselect
 from optin.report import versions
 from optin.search import search
 from optin.spec import PruneSpec
@@ -46,6 +47,7 @@ ap.add_argument("--dev-size", type=int, default=2000)
 ap.add_argument("--recon-calib", type=int, default=512)
 ap.add_argument("--damp", type=float, default=1e-2)
 ap.add_argument("--no-recon", action="store_true", help="masks only (the 'before' column)")
+ap.add_argument("--reselect", action="store_true", help="re-choose each block's units on the way up (optin.reselect)")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
@@ -93,8 +95,8 @@ for name in a.methods.split(","):
     if not todo:
         continue
     t0 = time.time()
-    scores = get_method(name)(ad, calib, ScoreConfig())
-    t_score = time.time() - t0
+    scores = scores_cached(ad, calib, name, ScoreConfig(), f"{a.model}-c128")  # runs/cache: scored once per model
+    t_score = scores.meta.get("seconds", time.time() - t0)
     for budget in todo:
         r = search(scores.heads, scores.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align)
         spec = PruneSpec.from_masks(model.config.model_type, r.head_mask, r.neuron_mask, dims=ad.dims())
@@ -109,7 +111,17 @@ for name in a.methods.split(","):
                "before": acc(before), "before_correct": before}
         if not a.no_recon:
             t1 = time.time()
-            rep = reconstruct(ad, pa, prep.recon, spec, cfg)
+            if a.reselect and ad.has_attention:  # from the dense widths again, narrowed block by block
+                m = copy.deepcopy(model)
+                pa = adapter_for(m)
+                narrow_tokens(pa, spec)
+                sel = Reselect(pa, spec, a.damp)
+                rep = reconstruct(ad, pa, prep.recon, spec, cfg, select=sel)
+                new = sel.spec()
+                row["reselected"] = sum(len(set(x) - set(y)) for x, y in zip(new.neurons + new.heads,
+                                                                             spec.neurons + spec.heads))
+            else:
+                rep = reconstruct(ad, pa, prep.recon, spec, cfg)
             row["recon_s"] = time.time() - t1
             after = correct(m)
             row.update(after=acc(after), after_correct=after,

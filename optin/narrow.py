@@ -48,26 +48,47 @@ def narrow(adapter, spec: PruneSpec) -> nn.Module:
     dims = adapter.dims()
     _check(spec, dims)
     for i in range(dims.num_layers):
-        heads, neurons = list(spec.heads[i]), list(spec.neurons[i])
-        p = adapter.parts(i)
-        if dims.layer_heads[i] == 0:
-            pass  # no attention (a CNN block)
-        elif not heads:
-            adapter.empty_attention(i)
-        elif len(heads) < dims.layer_heads[i]:
-            hd = dims.layer_head_dim[i]
-            cols = torch.tensor([h * hd + j for h in heads for j in range(hd)])
-            for lin in (p.q, p.k, p.v):
-                _slice_linear(lin, cols, 0)
-            _slice_linear(p.o, cols, 1)
-            adapter.keep_head_params(i, heads)
-            adapter.set_num_heads(i, len(heads))
-        if dims.layer_ffn[i] > 0 and len(neurons) < dims.layer_ffn[i]:
-            _narrow_runs(adapter, i, p.neuron_runs(dims.layer_ffn[i]), neurons)
-    if spec.tokens is not None:
-        _keep_tokens(adapter, spec.tokens)
+        parts = adapter.parts(i)  # before the heads go: an emptied attention has no q/k/v/o left to name
+        narrow_heads(adapter, i, spec.heads[i])
+        narrow_neurons(adapter, i, spec.neurons[i], parts)
+    narrow_tokens(adapter, spec)
     adapter.model.config.optin_pruned = True
     return adapter.model
+
+
+def narrow_tokens(adapter, spec: PruneSpec) -> None:
+    """The token schedule alone (before blocks are narrowed one at a time: optin.reselect)."""
+    if spec.tokens is not None:
+        _keep_tokens(adapter, spec.tokens)
+
+
+def narrow_heads(adapter, i: int, heads) -> None:
+    """Keep heads `heads` (sorted dense indices) of block i, which must still have all of them."""
+    dims = adapter.dims()  # dense widths (from the config), whatever is narrowed already
+    heads = list(heads)
+    if dims.layer_heads[i] == 0:
+        return  # no attention (a CNN block)
+    if not heads:
+        adapter.empty_attention(i)
+    elif len(heads) < dims.layer_heads[i]:
+        p = adapter.parts(i)
+        hd = dims.layer_head_dim[i]
+        cols = torch.tensor([h * hd + j for h in heads for j in range(hd)])
+        for lin in (p.q, p.k, p.v):
+            _slice_linear(lin, cols, 0)
+        _slice_linear(p.o, cols, 1)
+        adapter.keep_head_params(i, heads)
+        adapter.set_num_heads(i, len(heads))
+
+
+def narrow_neurons(adapter, i: int, neurons, parts=None) -> None:
+    """Keep neurons (channels) `neurons` (sorted dense indices) of block i, which must still have all.
+    parts: block i's LayerParts taken before its heads were narrowed (an emptied attention has none)."""
+    dims = adapter.dims()
+    neurons = list(neurons)
+    if dims.layer_ffn[i] > 0 and len(neurons) < dims.layer_ffn[i]:
+        parts = parts or adapter.parts(i)
+        _narrow_runs(adapter, i, parts.neuron_runs(dims.layer_ffn[i]), neurons)
 
 
 def _narrow_runs(adapter, i: int, runs, neurons: list[int]) -> None:

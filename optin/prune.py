@@ -221,11 +221,15 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
     dense = adapter_like(adapter, copy.deepcopy(model)) if cfg.reconstruct else None
-    narrow(adapter, spec)
-    pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
-    bn = _recalibrate(adapter, calib_b, test_b) if cfg.bn_recalib else None
-    recon = _reconstruct(dense, adapter, prep.recon, spec, cfg, test_b) if cfg.reconstruct else None
+    if cfg.reconstruct and cfg.recon.reselect and adapter.has_attention:
+        spec, recon = _reselect(dense, adapter, prep.recon, spec, cfg, test_b)  # narrows block by block
+        bn = None  # transformers: no BatchNorm
+    else:
+        narrow(adapter, spec)
+        bn = _recalibrate(adapter, calib_b, test_b) if cfg.bn_recalib else None
+        recon = _reconstruct(dense, adapter, prep.recon, spec, cfg, test_b) if cfg.reconstruct else None
     del dense
+    pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
     acc_pruned = accuracy(model, test_b, "pruned accuracy")
 
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
@@ -296,6 +300,28 @@ def _reconstruct(dense, adapter, batches, spec, cfg: PruneConfig, test_b) -> dic
     before = accuracy(adapter.model, test_b, "pruned accuracy before reconstruction")
     rep = reconstruct(dense, adapter, batches, spec, cfg.recon)
     return {**rep, "accuracy_before": before["accuracy"]}
+
+
+def _reselect(dense, adapter, batches, spec, cfg: PruneConfig, test_b):
+    """The re-fit with each block's units re-chosen on the way up (optin.reselect): the search's
+    counts, the units that leave the least error after the re-fit. The accuracy before is the
+    search's own choice, narrowed without a re-fit. Returns (the spec kept, the report)."""
+    from .evaluate import accuracy
+    from .narrow import narrow, narrow_tokens
+    from .reconstruct import reconstruct
+    from .reselect import Reselect
+
+    plain = adapter_like(adapter, copy.deepcopy(adapter.model))
+    narrow(plain, spec)
+    before = accuracy(plain.model, test_b, "pruned accuracy before reconstruction")
+    del plain
+    narrow_tokens(adapter, spec)
+    sel = Reselect(adapter, spec, cfg.recon.damp)
+    rep = reconstruct(dense, adapter, batches, spec, cfg.recon, select=sel)
+    adapter.model.config.optin_pruned = True
+    kept = sel.spec()
+    changed = sum(len(set(a) ^ set(b)) // 2 for a, b in zip(spec.heads + spec.neurons, kept.heads + kept.neurons))
+    return kept, {**rep, "accuracy_before": before["accuracy"], "reselected_units": changed}
 
 
 def _config_dict(cfg: PruneConfig) -> dict:

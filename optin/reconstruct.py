@@ -39,6 +39,7 @@ from .errors import BadInput
 class ReconConfig:
     damp: float = 1e-2   # ridge weight towards the current weights, relative to the Gram's mean diagonal
     calib: int = 512     # calibration examples (bench/recon.py: chosen on dev data)
+    reselect: bool = False  # choose which units each block keeps by the error left after the re-fit (optin.reselect)
 
     def check(self) -> None:
         if self.damp < 0:
@@ -93,8 +94,9 @@ class _Normal:
     """Σ over calibration rows of [x 1]ᵀ[x 1], [x 1]ᵀ t and tᵀt (float64); rows weighted by
     scale² per output when the error is reported (the sum's units)."""
 
-    def __init__(self, k: int, out: int, bias: bool):
+    def __init__(self, k: int, out: int, bias: bool, weight: torch.Tensor | None = None):
         self.bias = bias
+        self.weight = torch.ones(out, dtype=torch.float64) if weight is None else weight  # scale² per output
         n = k + int(bias)
         self.g = torch.zeros(n, n, dtype=torch.float64)
         self.c = torch.zeros(n, out, dtype=torch.float64)
@@ -186,10 +188,16 @@ def _layout(site, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), desc: str = "reconstruct") -> dict:
+def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), desc: str = "reconstruct",
+                select=None) -> dict:
     """Re-fit `pruned.model` (an adapter over the narrowed model) towards `dense` (an adapter over
     the dense model it came from) on `batches`, in place. Returns what the report keeps: per
-    block and sublayer the relative calibration error before and after, rows, seconds."""
+    block and sublayer the relative calibration error before and after, rows, seconds.
+
+    select(i, k, site, accumulate): called before sublayer k of block i is fit, on a model whose
+    block i is still dense there; it chooses the units to keep from `accumulate(site)` (the
+    sublayer's normal equations over every unit, on the pruned model's inputs) and narrows the
+    block (optin.reselect). The sublayers are described again after it."""
     cfg.check()
     t0 = time.time()
     L = len(pruned.layers())
@@ -207,7 +215,7 @@ def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), 
             pruned_h.append(h), ctxs_p.append(c)
         layers = []
         for i in tqdm(range(L), desc=desc, unit="block"):
-            layers.append(_block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg))
+            layers.append(_block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg, select))
     finally:
         for m, mode in modes:
             m.train(mode)
@@ -219,7 +227,7 @@ def _positions(spec, i):
     return None if spec is None or spec.tokens is None else torch.tensor(spec.tokens[i])
 
 
-def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg) -> list[dict]:
+def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg, select=None) -> list[dict]:
     d_sites, p_sites = dense.sublayers(i), pruned.sublayers(i, spec)
     if len(d_sites) != len(p_sites):
         raise BadInput(f"block {i}: the dense and pruned models describe different sublayers")
@@ -242,8 +250,12 @@ def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, c
             targets.append(t)
     valid = [_valid(pruned, b, i, pos) for b in batches]
     out = []
-    for k, site in enumerate(p_sites):
-        out.append(_fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg))
+    for k in range(len(p_sites)):
+        if select is not None:
+            select(i, k, p_sites[k], lambda site: _accumulate(pruned, i, k, site, batches, pruned_h, ctxs_p,
+                                                              targets, valid)[0])
+            p_sites = pruned.sublayers(i, spec)
+        out.append(_fit(pruned, i, k, p_sites[k], batches, pruned_h, ctxs_p, targets, valid, cfg))
     for j in range(len(batches)):
         pruned_h[j] = pruned.run_layer(i, pruned_h[j], ctxs_p[j])
     return out
@@ -254,12 +266,13 @@ def _valid(adapter, batch, i, pos):
     return v if pos is None else v[:, pos]
 
 
-def _fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> dict:
-    """Accumulate one sublayer's normal equations over the batches, solve, write; errors before/after."""
+def _accumulate(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid):
+    """One sublayer's normal equations over the batches (the pruned model's forward), its current
+    weights [W b], whether it has a bias column, and the per-output scale."""
     w0, has_bias = _weights(site)
     standin = _is_standin(site.consumer)
     scale = _scale(site, w0.shape[0])
-    eq = _Normal(0 if standin else w0.shape[1] - int(has_bias), w0.shape[0], has_bias)
+    eq = _Normal(0 if standin else w0.shape[1] - int(has_bias), w0.shape[0], has_bias, scale ** 2)
     points = {"z": (site.consumer, "output")}
     if not standin:
         points["x"] = (site.consumer, "input")
@@ -275,7 +288,14 @@ def _fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> 
                 t = z.double() + (targets[j][k].double() - _channels_last(got["s"]).double()) / scale
             x = None if standin else _layout(site, ops(site.consumer).design(site.consumer, got["x"]))
             eq.add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]))
-    weight = scale ** 2
+    return eq, w0, has_bias
+
+
+def _fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> dict:
+    """Accumulate one sublayer's normal equations over the batches, solve, write; errors before/after."""
+    eq, w0, has_bias = _accumulate(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid)
+    standin = _is_standin(site.consumer)
+    weight = eq.weight
     norm = max(eq.target_variance(weight), 1e-30)
     before = eq.error(w0, weight) / norm
     w = eq.solve(w0, 0.0 if standin else cfg.damp)

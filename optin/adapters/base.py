@@ -70,6 +70,7 @@ class Sublayer:
     consumer: nn.Module
     total: nn.Module | None
     total_at: str = "input"
+    reads: str = "neurons"                # which units the consumer reads: "heads" or "neurons"
     scale: torch.Tensor | None = None     # per output channel (LayerScale, an eval BatchNorm's a); None: 1
     bias_into: nn.Module | None = None    # a BatchNorm after a bias-free consumer takes the re-fit bias in β
     keep_out: torch.Tensor | None = None  # inner consumer: which dense output channels it computes

@@ -62,7 +62,7 @@ class BertAdapter(Adapter):
     def sublayers(self, i, spec=None):
         # post-LN: each sublayer's output is added to its input inside the LayerNorm's argument
         layer = self.layers()[i]
-        return [Sublayer(layer.attention.output.dense, layer.attention.output.LayerNorm),
+        return [Sublayer(layer.attention.output.dense, layer.attention.output.LayerNorm, reads="heads"),
                 Sublayer(layer.output.dense, layer.output.LayerNorm)]
 
 
@@ -132,7 +132,7 @@ class DistilBertAdapter(Adapter):
         layer = self.layers()[i]
         att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.out_lin
         ffn = layer.ffn if isinstance(layer.ffn, BiasOnly) else layer.ffn.lin2
-        return [Sublayer(att, layer.sa_layer_norm), Sublayer(ffn, layer.output_layer_norm)]
+        return [Sublayer(att, layer.sa_layer_norm, reads="heads"), Sublayer(ffn, layer.output_layer_norm)]
 
 
 class _BiasAttention(BiasOnly):

@@ -143,7 +143,7 @@ class SwinAdapter(ViTAdapter):
         s, _, _ = self._stages()[i]
         att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.o_proj
         ffn = layer.mlp if isinstance(layer.mlp, BiasOnly) else layer.mlp.fc2
-        return [Sublayer(att, layer.layernorm_after, rows=_window_rows(layer, self._grids()[s])),
+        return [Sublayer(att, layer.layernorm_after, reads="heads", rows=_window_rows(layer, self._grids()[s])),
                 Sublayer(ffn, layer, "output")]
 
     def head_macs(self):

@@ -103,7 +103,8 @@ class TimmViTAdapter(ImageAdapter):
         b = self.layers()[i]
         att = b.attn if isinstance(b.attn, BiasOnly) else b.attn.proj
         ffn = b.mlp if isinstance(b.mlp, BiasOnly) else b.mlp.fc2
-        return [Sublayer(att, b.norm2, scale=_gamma(b.ls1)), Sublayer(ffn, b, "output", scale=_gamma(b.ls2))]
+        return [Sublayer(att, b.norm2, reads="heads", scale=_gamma(b.ls1)),
+                Sublayer(ffn, b, "output", scale=_gamma(b.ls2))]
 
 
 def _gamma(ls):

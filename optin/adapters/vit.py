@@ -94,7 +94,7 @@ class ViTAdapter(ImageAdapter):
         layer = self.layers()[i]
         att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.o_proj
         ffn = layer.mlp if isinstance(layer.mlp, BiasOnly) else layer.mlp.fc2
-        return [Sublayer(att, layer.layernorm_after), Sublayer(ffn, layer, "output")]
+        return [Sublayer(att, layer.layernorm_after, reads="heads"), Sublayer(ffn, layer, "output")]
 
 
 @register
