@@ -169,8 +169,9 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
                 break
             res = search(scores.heads, scores.neurons, lat, lat.total(*full) / goal, align)
             spec = PruneSpec.from_masks(adapter.config.model_type, res.head_mask, res.neuron_mask, dims=d)
-            row = {"round": len(rounds) + 1, "goal": goal, "why": step.reason if points else "first goal: target / "
-                   f"{ecfg.precision} speedup {q:.2f}", "predicted_speedup": lat.total(*full) / res.cost,
+            why = step.reason if points else ("first goal: the target" if q == 1.0 else
+                                              f"first goal: target / dense {ecfg.precision}'s {q:.2f}x")
+            row = {"round": len(rounds) + 1, "goal": goal, "why": why, "predicted_speedup": lat.total(*full) / res.cost,
                    "mac_ratio": adapter.spec_macs(spec, target.seq) / macs.total(*full),
                    "kept_heads": spec.kept_heads, "kept_neurons": spec.kept_neurons}
             same = next((i for i, s in enumerate(specs) if (s.heads, s.neurons) == (spec.heads, spec.neurons)), None)
