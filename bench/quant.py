@@ -35,6 +35,7 @@ from common import QUIET, RESULTS, SEQ, SPEED_BATCH, SPEED_THREADS
 from export.engines import EngineConfig, build_engine
 from export.onnx import export_onnx
 from export.quantize import QuantConfig
+from optin.errors import OptinError
 from optin.io import read_json, write_json
 from optin.prune import PruneConfig, prune
 from optin.report import versions
@@ -167,7 +168,8 @@ def main(argv=None) -> dict:
     out_json = os.path.join(RESULTS, f"{name}.json")
     code = code_hash()
     result = read_json(out_json) or {}
-    points = result.get("points", {})
+    # points measured with other code are stale (the pruner or the engines changed): dropped
+    points = {k: v for k, v in result.get("points", {}).items() if json.loads(k)[-1] == code}
     for model in a.models.split(","):
         if not os.path.exists(os.path.join(cache_dir(), model, "optin_zoo.json")):
             print(f"quant: {model}: zoo folder {os.path.join(cache_dir(), model)} is not built; skipped", flush=True)
@@ -180,8 +182,13 @@ def main(argv=None) -> dict:
                     continue
                 dense = dense_dir(model, pcfg)
                 base = dense if budget is None else pruned_dir(model, budget, pcfg, code)
-                row = {"model": model, "budget": budget, **measure(variant(base, prec), dense, prec, a.eval_limit,
-                                                                   a.iters)}
+                try:
+                    row = {"model": model, "budget": budget, **measure(variant(base, prec), dense, prec, a.eval_limit,
+                                                                       a.iters)}
+                except OptinError as e:  # a refused engine (parity) is a result too: recorded, not fatal
+                    points[key] = {"model": model, "budget": budget, "precision": prec, "error": str(e)}
+                    print(f"quant: {model} {budget} {prec}: {type(e).__name__}: {e}", flush=True)
+                    continue
                 points[key] = row
                 print(f"quant: {model} {'dense' if budget is None else f'@{budget:.1f}'} {prec}: "
                       f"{row['speedup']:.2f}x [{row['speedup_ci95'][0]:.2f}, {row['speedup_ci95'][1]:.2f}], "
@@ -190,7 +197,7 @@ def main(argv=None) -> dict:
                           "settings": {"threads": SPEED_THREADS, "batch": SPEED_BATCH, "seq": SEQ, "iters": a.iters,
                                        "eval_limit": a.eval_limit, "method": a.method}}
                 write_json(out_json, result)  # after every point: an interrupted run resumes here
-    rows = [r for k, r in points.items() if json.loads(k)[-1] == code]
+    rows = [r for k, r in points.items() if json.loads(k)[-1] == code and "error" not in r]
     if rows:
         plot(rows, os.path.join(RESULTS, f"{name}.png"),
              f"accuracy vs measured speedup ({a.method}, ORT CPU {SPEED_THREADS} threads, b{SPEED_BATCH}×{SEQ} text)")

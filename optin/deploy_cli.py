@@ -130,8 +130,9 @@ def add_commands(sub) -> None:
     p.add_argument("--max-shape", default="32x128", help="TensorRT profile maximum")
     p.add_argument("--workspace-mib", type=int, default=2048, help="TensorRT builder workspace")
     p.add_argument("--tol", type=float, default=None,
-                   help="parity max |engine - PyTorch| (default per precision: fp32 1e-4 ORT / 1e-3 TensorRT, "
-                        "fp16 5e-2, int8 0.5 with argmax agreement 0.95)")
+                   help="parity max |engine - PyTorch| (default per precision: fp32 1e-4 ORT / 1e-3 TensorRT; "
+                        "ORT fp16 5e-2 + 1%% of max |logit|, int8 0.1 + 10%% of max |logit| with argmax agreement "
+                        "0.95; TensorRT fp16 5e-2, int8 0.5)")
     _engine_args(p)
     p.set_defaults(func=cmd_engine)
 

@@ -70,14 +70,17 @@ def run(model: str, data: str, out: str, pcfg: PruneConfig = PruneConfig(), rcfg
         steps["gate"] = gate(tmp, min_speedup=threshold, max_accuracy_drop=rcfg.max_accuracy_drop,
                              log=log) if gated else None
         prof = steps["profile"]
+        same = prof.get("same_precision") or {}
+        dense_q = read_json(os.path.join(tmp, same["dir"], "engine.json")) if same else None
         report = {"command": "run", "model": model, "data": data, "backend": rcfg.backend, "batch": rcfg.batch,
                   "seq": seq, "budget": pcfg.flops, "latency_target": rcfg.latency_target,
                   "precision": ecfg.precision, "accuracy": steps["prune"]["accuracy"],
                   "engine_accuracy": steps["engine"].get("accuracy"), "macs": steps["prune"]["macs"],
                   "kept": steps["prune"]["kept"], "parity": steps["export"]["parity"],
                   "engine_parity": steps["engine"].get("parity"), "quantization": steps["engine"].get("quantization"),
-                  "speedup": prof.get("speedup"), "speedup_same_precision": (prof.get("same_precision") or {}).get("speedup"),
-                  "dense_precision_speedup": (prof.get("same_precision") or {}).get("dense_speedup"),
+                  "speedup": prof.get("speedup"), "speedup_same_precision": same.get("speedup"),
+                  "dense_precision_speedup": same.get("dense_speedup"),
+                  "dense_engine_accuracy": (dense_q or {}).get("accuracy"),
                   "latency_ms": prof["latency_ms"],
                   "gate": None if steps["gate"] is None else {"passed": steps["gate"]["passed"],
                                                               "threshold": threshold,
