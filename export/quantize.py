@@ -219,14 +219,21 @@ def quantize_int8(onnx_file: str, out_file: str, qcfg: QuantConfig, loaded, cali
                       "use --int8-mode dynamic, or prune with --data")
     names = loaded.input_names
 
-    def feeds(ex):
-        return [{k: b[k].numpy() for k in names} for b in batches(loaded, ex, 8, labels=False)]
+    def feeds(ex, fixed=False):
+        bs = batches(loaded, ex, 8, labels=False)
+        if fixed and bs:  # histogram calibrators (entropy, percentile) stack batches: one shape for all
+            from .samples import _pad_to
+
+            longest = max(b[names[0]].shape[-1] for b in bs) if "input_ids" in names else 0
+            pad = getattr(loaded.tokenizer, "pad_token_id", None) or 0
+            bs = [_pad_to(b, longest, pad) for b in bs if len(b[names[0]]) == len(bs[0][names[0]])]
+        return [{k: b[k].numpy() for k in names} for b in bs]
 
     candidates = quantizable_nodes(onnx.load(onnx_file, load_external_data=False), qcfg.op_types)
     if not candidates:
         raise BadInput(f"{onnx_file} has no {'/'.join(qcfg.op_types)} node with constant weights to quantise")
     with tempfile.TemporaryDirectory(prefix="optin-int8-") as work:
-        qz = _Quantizer(onnx_file, qcfg, feeds(rng_ex) if qcfg.mode == "static" else None, work, provider)
+        qz = _Quantizer(onnx_file, qcfg, feeds(rng_ex, fixed=True) if qcfg.mode == "static" else None, work, provider)
         info = {**qz.settings(), "calibration": note, "seed": qcfg.seed, "quantizable_nodes": len(candidates),
                 "exclude": qcfg.exclude, "steps": []}
         check = feeds(check_ex) if check_ex else []
@@ -251,6 +258,9 @@ def quantize_int8(onnx_file: str, out_file: str, qcfg: QuantConfig, loaded, cali
                 info["exclusion_note"] = "no calibration data: nothing left in float by sensitivity"
             elif qcfg.exclude == "auto" and best[1]["agreement"] < qcfg.min_agreement:
                 best = _exclude_by_sensitivity(qz, candidates, ref, check, threads, qcfg, info, step, best)
+            elif qcfg.exclude == "auto":
+                info["exclusion_note"] = (f"agreement {best[1]['agreement']:.3f} >= {qcfg.min_agreement} fully "
+                                          "quantised: nothing left in float")
         path, row = best
         os.replace(path, out_file)
         if qcfg.mode == "static" and os.path.exists(qz.cache):

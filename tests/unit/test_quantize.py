@@ -211,3 +211,15 @@ def test_images_static_int8_quantizes_convs(tmp_path):
     convs = [n for n in graph.graph.node if n.op_type == "Conv"]
     dq_out = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert convs and any(c.input[1] in dq_out for c in convs)  # Conv weights come through DequantizeLinear
+
+
+@pytest.mark.parametrize("method", ["entropy", "percentile"])
+def test_histogram_calibration_and_per_channel(text, method):
+    """Entropy and percentile calibrators stack every batch: calibration batches share one shape."""
+    folder, _ = text
+    rep = _engine(folder, int8=True, eval=False, quant={"mode": "static", "method": method, "per_channel": True,
+                                                         "exclude": "none"})
+    q = rep["quantization"]
+    assert q["calibration_method"] == method and q["per_channel"] and q["steps"][0]["agreement"] > 0.5
+    ranges = json.loads((folder / "engine" / "calibration.json").read_text())
+    assert method.lower() in json.dumps(ranges).lower()  # ORT's cache names the method it calibrated with
