@@ -122,7 +122,8 @@ def measure(folder: str, dense: str, precision: str, eval_limit, iters: int) -> 
             "excluded_nodes": len(q.get("excluded_nodes", [])), "quantizable_nodes": q.get("quantizable_nodes"),
             "calibration_agreement": (q.get("check") or {}).get("agreement"),
             "bytes": os.path.getsize(os.path.join(folder, "engine", "model.int8.onnx")) if q else
-            os.path.getsize(os.path.join(folder, "model.onnx")), "build_s": built}
+            os.path.getsize(os.path.join(folder, "model.onnx")), "build_s": built,
+            "loadavg": os.getloadavg()[0]}  # the machine is shared: how loaded it was while timing
 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
