@@ -77,6 +77,7 @@ bench: install $(BENCH_DEPS)
 	$(BIN)/python bench/speed_tp.py
 	$(BIN)/python bench/tokens.py --budgets 0.4,0.5,0.6,0.7 --shares 0,0.25,0.5,1
 	$(BIN)/python bench/cnn.py
+	$(BIN)/python bench/quant.py
 
 bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py --quick
@@ -87,6 +88,7 @@ bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/speed_tp.py --quick
 	$(BIN)/python bench/tokens.py --quick
 	$(BIN)/python bench/cnn.py --quick
+	$(BIN)/python bench/quant.py --quick
 
 bench-speed: install
 	$(BIN)/python bench/speed_ort.py

@@ -21,6 +21,10 @@ MIN_AGREEMENT = 0.999
 class Tolerance:
     atol: float = TOL
     min_agreement: float = MIN_AGREEMENT   # fraction of samples whose argmax (predicted class) matches
+    rtol: float = 0.0   # plus rtol x the output's largest |value|: INT8 error grows with the logits' scale
+
+    def bound(self, scale: float) -> float:
+        return self.atol + self.rtol * scale
 
 
 def reference(model, batches) -> list[dict]:
@@ -31,6 +35,7 @@ def reference(model, batches) -> list[dict]:
 def measure_parity(ref: list[dict], run, batches) -> dict:
     """{"max_abs_diff", "agreement", "samples", "outputs": {name: max diff}} over all batches."""
     diffs: dict[str, float] = {}
+    scale: dict[str, float] = {}
     agree = total = 0
     for want, b in zip(ref, batches):
         got = run(b)
@@ -40,15 +45,19 @@ def measure_parity(ref: list[dict], run, batches) -> dict:
                 raise ParityError(f"output {name!r} has shape {g.shape}, the PyTorch model gives {w.shape}")
             d = float(np.max(np.abs(g - w))) if w.size else 0.0
             diffs[name] = max(diffs.get(name, 0.0), d if np.isfinite(d) else float("inf"))
+            scale[name] = max(scale.get(name, 0.0), float(np.abs(w).max()) if w.size else 0.0)
         agree += int((got["logits"].argmax(-1) == want["logits"].argmax(-1)).sum())
         total += len(want["logits"])
     return {"max_abs_diff": max(diffs.values()), "agreement": agree / max(total, 1), "samples": total,
-            "outputs": diffs}
+            "outputs": diffs, "scale": scale}
 
 
 def check(parity: dict, tol: Tolerance, what: str) -> None:
     """Raise one ParityError line listing every output's max diff against its tolerance."""
-    bad = [f"{k} max_abs_diff {v:.2e} > tol {tol.atol:.0e}" for k, v in parity["outputs"].items() if not v <= tol.atol]
+    scale = parity.get("scale", {})
+    bad = [f"{k} max_abs_diff {v:.2e} > tol {tol.bound(scale.get(k, 0.0)):.0e}" + (
+           f" ({tol.atol:g} + {tol.rtol:g} x max |logit| {scale.get(k, 0.0):.2f})" if tol.rtol else "")
+           for k, v in parity["outputs"].items() if not v <= tol.bound(scale.get(k, 0.0))]
     if parity["agreement"] < tol.min_agreement:
         bad.append(f"argmax agreement {parity['agreement']:.4f} < {tol.min_agreement}")
     if bad:
@@ -66,6 +75,6 @@ def verify(loaded, run, what: str, tol: Tolerance = Tolerance(), samples: int = 
     batches, source = parity_batches(loaded, n=samples, data=data, limits=shape_limits)
     parity = measure_parity(reference(loaded.model, batches), run, batches)
     parity["source"] = source
-    parity["tolerance"] = {"atol": tol.atol, "min_agreement": tol.min_agreement}
+    parity["tolerance"] = {"atol": tol.atol, "min_agreement": tol.min_agreement} | ({"rtol": tol.rtol} if tol.rtol else {})
     check(parity, tol, what)
     return parity

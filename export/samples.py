@@ -58,7 +58,7 @@ def load(model_dir: str, log=print) -> Loaded:
     if exp and not os.path.exists(os.path.join(model_dir, "config.json")):
         # an export folder of a dense model (DIR/dense): weights stay at the source it names
         src = load(exp["source"], log=log)
-        src.meta = {"data": exp.get("data"), "max_length": exp.get("max_length")}
+        src.meta = {"data": exp.get("data"), "max_length": exp.get("max_length"), "split": exp.get("split")}
         return src
     path = resolve_model(model_dir, log=log)
     model, tok = load_model(path)

@@ -64,7 +64,8 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="onnxruntime", help="backend the latency is measured on")
     p.add_argument("--batch", type=int, default=8, help="deployment batch size (latency)")
     p.add_argument("--seq", type=int, default=None, help="deployment sequence length (default: --max-length)")
-    p.add_argument("--retune-rounds", type=int, default=4, help="at most N measure-and-tighten rounds")
+    p.add_argument("--retune-rounds", type=int, default=6,
+                   help="at most N measured re-tune rounds (the goal moves both ways, stopping within 5%% of the target)")
 
 
 def _prune_config(a):
@@ -106,9 +107,12 @@ def cmd_prune(a) -> int:
 def cmd_run(a) -> int:
     from .run import RunConfig, run
 
+    from .deploy_cli import run_engine_config
+
     rep = run(a.model, a.data, a.out, _prune_config(a),
               RunConfig(backend=a.backend, batch=a.batch, seq=a.seq, iters=a.iters, min_speedup=a.min_speedup,
-                        latency_target=a.latency_target, retune_rounds=a.retune_rounds))
+                        latency_target=a.latency_target, retune_rounds=a.retune_rounds,
+                        engine=run_engine_config(a), max_accuracy_drop=a.max_accuracy_drop))
     if rep is None:  # a torchrun helper rank: it only scored
         return 0
     return 1 if rep["gate"] is not None and not rep["gate"]["passed"] else 0
@@ -124,7 +128,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="prune → export → engine → profile against dense → gate, in one folder")
     _add_prune_args(p)
     p.add_argument("--iters", type=int, default=200, help="timed iterations per model")
-    p.add_argument("--min-speedup", type=float, default=None, help="gate threshold (default: --latency-target)")
+    p.add_argument("--min-speedup", type=float, default=None,
+                   help="gate threshold (default: --latency-target less its 5%% tolerance)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="gate: the engine's test accuracy may fall at most P points below the dense model's")
+    from .deploy_cli import _engine_args, precision_args
+
+    precision_args(p, run=True)
+    _engine_args(p)
     p.set_defaults(func=cmd_run)
     from .deploy_cli import add_commands
 

@@ -28,14 +28,56 @@ def _engine_args(p) -> None:
     p.add_argument("--onnx-file", default="model.onnx", help="model.onnx, or model.opt.onnx after export --optimize")
 
 
+def precision_args(p, run: bool = False) -> None:
+    """--fp16 / --int8 and the INT8 settings, shared by `optin engine` and `optin run` (run: its
+    own --calib and --eval-limit are the pruner's, so INT8 calibration takes --int8-calib)."""
+    p.add_argument("--fp16", action="store_true",
+                   help="float16: TensorRT FP16 kernels; ONNX Runtime a float16 graph (--provider cuda or tensorrt)")
+    p.add_argument("--int8", action="store_true",
+                   help="INT8: TensorRT calibrated on the calibration split; ONNX Runtime quantised (--int8-mode)")
+    p.add_argument("--int8-mode", default="dynamic", choices=["dynamic", "static"],
+                   help="ONNX Runtime INT8: dynamic (weights ahead of time, activations per batch) or static "
+                        "(QDQ, activation ranges calibrated on the calibration split)")
+    p.add_argument("--calib-method", default=None, choices=["minmax", "entropy", "percentile"],
+                   help="INT8 calibration (default: minmax for ONNX Runtime, entropy for TensorRT)")
+    p.add_argument("--per-channel", action="store_true", help="ONNX Runtime INT8: per-channel weight scales")
+    p.add_argument("--int8-exclude", default="auto",
+                   help="nodes left in float: auto (by sensitivity on calibration data), none, or NODE,NODE")
+    p.add_argument("--int8-min-agreement", type=float, default=0.99,
+                   help="auto exclusion: argmax agreement with float32 wanted on held-out calibration samples")
+    p.add_argument("--int8-calib" if run else "--calib", dest="int8_calib", type=int, default=256,
+                   help="INT8 calibration samples")
+    p.add_argument("--calib-seed", type=int, default=0, help="INT8: seed of the calibration samples' order")
+    if run:
+        return
+    p.add_argument("--eval-limit", type=int, default=None,
+                   help="score the engine on at most N test examples (default: as many as the pruner did)")
+    p.add_argument("--no-eval", action="store_true", help="skip the engine's test-accuracy check")
+
+
+def _quant_config(a):
+    from export.quantize import QuantConfig
+
+    return QuantConfig(mode=a.int8_mode, method=a.calib_method, per_channel=a.per_channel, seed=a.calib_seed,
+                       exclude=a.int8_exclude, min_agreement=a.int8_min_agreement)
+
+
 def _engine_config(a):
     from export.engines import EngineConfig, parse_shape
 
     kw = dict(provider=a.provider, level=a.level, threads=a.threads, spin=a.spin, onnx_file=a.onnx_file)
     if hasattr(a, "fp16"):
-        kw.update(fp16=a.fp16, int8=a.int8, workspace_mib=a.workspace_mib, calib_samples=a.calib, tol=a.tol,
-                  min_shape=parse_shape(a.min_shape), opt_shape=parse_shape(a.opt_shape), max_shape=parse_shape(a.max_shape))
+        kw.update(fp16=a.fp16, int8=a.int8, calib_samples=a.int8_calib, quant=_quant_config(a),
+                  eval=not getattr(a, "no_eval", False), eval_limit=a.eval_limit)
+    if hasattr(a, "min_shape"):
+        kw.update(workspace_mib=a.workspace_mib, tol=a.tol, min_shape=parse_shape(a.min_shape),
+                  opt_shape=parse_shape(a.opt_shape), max_shape=parse_shape(a.max_shape))
     return EngineConfig(**kw)
+
+
+def run_engine_config(a):
+    """`optin run`'s engine settings (its --eval-limit is the pruner's, used for both)."""
+    return _engine_config(a)
 
 
 def cmd_export(a) -> int:
@@ -64,7 +106,7 @@ def cmd_profile(a) -> int:
 def cmd_gate(a) -> int:
     from profiling.gate import gate
 
-    return 0 if gate(a.dir, a.min_speedup, a.min_flop_efficiency, a.junit)["passed"] else 1
+    return 0 if gate(a.dir, a.min_speedup, a.min_flop_efficiency, a.junit, a.max_accuracy_drop)["passed"] else 1
 
 
 def add_commands(sub) -> None:
@@ -82,15 +124,15 @@ def add_commands(sub) -> None:
     p = sub.add_parser("engine", help="build an engine (TensorRT plan or checked ONNX Runtime session) for DIR")
     p.add_argument("dir")
     p.add_argument("--backend", required=True, choices=["tensorrt", "onnxruntime"])
-    p.add_argument("--fp16", action="store_true", help="TensorRT: allow FP16 kernels")
-    p.add_argument("--int8", action="store_true", help="TensorRT: INT8, calibrated on the calibration split")
+    precision_args(p)
     p.add_argument("--min-shape", default="1x8", help="TensorRT profile minimum, BATCHxSEQ")
     p.add_argument("--opt-shape", default="8x64", help="TensorRT profile optimum (also the INT8 calibration shape)")
     p.add_argument("--max-shape", default="32x128", help="TensorRT profile maximum")
     p.add_argument("--workspace-mib", type=int, default=2048, help="TensorRT builder workspace")
-    p.add_argument("--calib", type=int, default=256, help="INT8 calibration samples")
     p.add_argument("--tol", type=float, default=None,
-                   help="parity max |engine - PyTorch| (default: 1e-4 ORT; TensorRT 1e-3 fp32, 5e-2 fp16, 0.5 int8)")
+                   help="parity max |engine - PyTorch| (default per precision: fp32 1e-4 ORT / 1e-3 TensorRT; "
+                        "ORT fp16 5e-2 + 1%% of max |logit|, int8 0.1 + 10%% of max |logit| with argmax agreement "
+                        "0.95; TensorRT fp16 5e-2, int8 0.5)")
     _engine_args(p)
     p.set_defaults(func=cmd_engine)
 
@@ -112,5 +154,7 @@ def add_commands(sub) -> None:
     p.add_argument("--min-speedup", type=float, default=None, help="minimum measured speedup over dense")
     p.add_argument("--min-flop-efficiency", type=float, default=None,
                    help="minimum measured / MAC-implied speedup (1.0: as fast as the MACs promise)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="maximum test-accuracy drop of the engine against the dense model, in points (engine.json)")
     p.add_argument("--junit", default=None, help="JUnit XML path (default DIR/gate.xml)")
     p.set_defaults(func=cmd_gate)

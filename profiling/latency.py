@@ -8,6 +8,9 @@ absolute time measured on a shared machine: gate on the ratio.
 Inputs are real token ids, every row exactly `seq` long and fully attended.
 speedup.measured = median_dense / median_pruned; mac_implied = MACs_dense / MACs_pruned
 (profiling.macs, 1 MAC = one multiply-add); flop_efficiency = measured / mac_implied.
+An INT8 / FP16 engine is timed against the dense float32 model (`speedup`) and the dense model
+built the same way (`same_precision`, profiling.dense), the three interleaved in one loop.
+speedup.ci95 is a bootstrap over the interleaved iterations: the spread of the ratio itself.
 """
 from __future__ import annotations
 
@@ -34,6 +37,7 @@ class ProfileConfig:
     sweep_batch: tuple[int, ...] = ()
     sweep_seq: tuple[int, ...] = ()
     engine: object = None                      # export.engines.EngineConfig (None: its defaults)
+    same_precision: bool = True                # INT8 / FP16: also time the dense model at that precision
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -112,33 +116,53 @@ def _batch_size(inputs: dict) -> int:
 
 
 def compare(a, b, inputs: dict, iters: int = 200, warmup: int = 20) -> dict:
-    """Time a (dense) and b (pruned) interleaved; speedup = median_a / median_b."""
-    a.bind(inputs)
-    b.bind(inputs)
+    """Time a (dense) and b (pruned) interleaved; speedup = median_a / median_b, with ci95."""
+    sa, sb = compare_all([a, b], inputs, iters, warmup)
+    return {"a": sa, "b": sb, "speedup": sa["latency_ms"]["median"] / sb["latency_ms"]["median"],
+            "speedup_ci95": ratio_ci(sa["times_ms"], sb["times_ms"])}
+
+
+def compare_all(runners, inputs: dict, iters: int = 200, warmup: int = 20) -> list[dict]:
+    """Time several runners interleaved: every iteration runs each once, in an order that cycles
+    through all permutations, so each runner takes each position equally often (two runners:
+    A B, B A, …). Returns each runner's stats, times_ms included."""
+    import itertools
+
+    for r in runners:
+        r.bind(inputs)
     for _ in range(warmup):
-        a.run()
-        b.run()
-    ta, tb = [], []
+        for r in runners:
+            r.run()
+    orders = list(itertools.permutations(range(len(runners))))
+    times = [[] for _ in runners]
     for i in range(iters):
-        first, second = ((a, ta), (b, tb)) if i % 2 == 0 else ((b, tb), (a, ta))
-        first[1].append(_timed(first[0]))
-        second[1].append(_timed(second[0]))
+        for j in orders[i % len(orders)]:
+            times[j].append(_timed(runners[j]))
     n = _batch_size(inputs)
-    sa, sb = stats(ta, n), stats(tb, n)
-    sa["times_ms"], sb["times_ms"] = [x * 1e3 for x in ta], [x * 1e3 for x in tb]
-    return {"a": sa, "b": sb, "speedup": sa["latency_ms"]["median"] / sb["latency_ms"]["median"]}
+    return [stats(t, n) | {"times_ms": [x * 1e3 for x in t]} for t in times]
+
+
+def ratio_ci(a_ms, b_ms, n_boot: int = 400, seed: int = 0) -> list[float]:
+    """95% bootstrap interval of median(a) / median(b), resampling interleaved iterations as
+    pairs (each pair ran back to back, so the machine's drift stays paired)."""
+    a, b = np.asarray(a_ms, dtype=float), np.asarray(b_ms, dtype=float)
+    idx = np.random.default_rng(seed).integers(0, len(a), (n_boot, len(a)))
+    r = np.median(a[idx], axis=1) / np.median(b[idx], axis=1)
+    return [float(np.percentile(r, 2.5)), float(np.percentile(r, 97.5))]
 
 
 # --- MACs --------------------------------------------------------------------------------------
 def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
     """MACs per example at seq tokens: report.json's count when it was made at this length,
-    else the analytic count (profiling.macs) from config.json and spec.json."""
+    else the analytic count from config.json and spec.json: the family adapter's own cost model
+    (Adapter.spec_macs; profiling.macs.dense_macs for a dense folder), never the pruner's."""
     import torch
     from transformers import AutoConfig
 
     from optin.adapters import ADAPTERS, adapter_for
     from optin.io import read_json, read_spec
-    from optin.prune import cost_model_for
+
+    from .macs import dense_macs
 
     rep = read_json(os.path.join(model_dir, "report.json"), {}) or {}
     macs = rep.get("macs") or {}
@@ -155,59 +179,14 @@ def model_macs(model_dir: str, seq: int) -> tuple[int, str]:
     with torch.device("meta"):  # shapes only: no weights are allocated
         config = AutoConfig.from_pretrained(src)
         adapter = adapter_for(ADAPTERS[config.model_type].from_config(config))
-    d, n = adapter.dims(), adapter.seq_len(seq)
-    costs = cost_model_for(adapter, n)
+    n = adapter.seq_len(seq)
     spec_file = os.path.join(model_dir, "spec.json")
     if os.path.exists(spec_file):
         return adapter.spec_macs(read_spec(spec_file), n), "analytic (spec.json)"
-    return int(round(costs.total(d.layer_heads, d.layer_ffn))), "analytic (dense)"
+    return dense_macs(adapter, n), "analytic (dense)"
 
 
 # --- the `optin profile` command -----------------------------------------------------------------
-def _dense_dir(model_dir: str, against: str, cfg: ProfileConfig, data: str | None, log) -> str:
-    """The comparison model's folder: another model folder as is, else a dense model exported
-    (and, for TensorRT, built with the same engine settings) into DIR/dense/ once."""
-    from export.onnx import export_onnx
-    from export.samples import is_pruned, source_id
-    from optin.io import read_json
-    from optin.zoo import resolve_model
-
-    if os.path.isdir(against) and (is_pruned(against) or os.path.exists(os.path.join(against, "export.json"))):
-        return against
-    src = source_id(resolve_model(against, log=log))
-    if cfg.backend == "torch":
-        return src  # eager PyTorch needs no exported artifact
-    out = os.path.join(model_dir, "dense")
-    exp = read_json(os.path.join(out, "export.json"))
-    onnx_file = cfg.engine.onnx_file
-    if not (exp and exp.get("source") == src and os.path.exists(os.path.join(out, onnx_file))):
-        log(f"optin profile: exporting the dense model {against} into {out}")
-        export_onnx(src, out_dir=out, data=data, optimize=onnx_file == "model.opt.onnx", log=log)
-    if cfg.backend == "tensorrt" and not os.path.exists(os.path.join(out, "engine", "engine.plan")):
-        from export.engines import build_engine
-
-        build_engine(out, "tensorrt", cfg.engine, log=log)
-    return out
-
-
-def _engine_cfg(model_dir: str, cfg: ProfileConfig):
-    """The engine settings: those the engine was built with (engine.json) for TensorRT, else cfg's."""
-    from export.engines import EngineConfig
-    from optin.io import read_json
-
-    ecfg = cfg.engine or EngineConfig()
-    built = read_json(os.path.join(model_dir, "engine.json"))
-    if cfg.backend == "tensorrt" and built and built.get("backend") == "tensorrt":
-        c = built["config"]
-        ecfg = replace(ecfg, fp16=c["fp16"], int8=c["int8"], min_shape=tuple(c["min_shape"]),
-                       opt_shape=tuple(c["opt_shape"]), max_shape=tuple(c["max_shape"]))
-        for b, s in [(cfg.batch, cfg.seq), *[(x, cfg.seq) for x in cfg.sweep_batch], *[(cfg.batch, x) for x in cfg.sweep_seq]]:
-            if not all(lo <= v <= hi for v, lo, hi in zip((b, s), ecfg.min_shape, ecfg.max_shape)):
-                raise BadInput(f"shape {b}x{s} is outside the engine's profile {ecfg.min_shape}..{ecfg.max_shape}; "
-                               "rebuild it with `optin engine --min-shape/--max-shape`")
-    return ecfg
-
-
 def _measure_point(target, dense, loaded, batch, seq, cfg, data) -> tuple[dict, str]:
     from export.samples import fixed_inputs
 
@@ -231,13 +210,16 @@ def _sweep(target, dense, loaded, cfg, data) -> list[dict]:
 
 @dataclass
 class Pair:
-    """What a profile measures: the target's runner, the dense one's (or None), and their inputs' source."""
+    """What a profile measures: the target's runner, the dense one's (or None), and their inputs'
+    source; for an INT8 / FP16 target also the dense model at that precision (profiling.dense)."""
 
     cfg: ProfileConfig
     loaded: object          # export.samples.Loaded of the target (tokenizer, data, config)
     target: object
     dense: object | None
     dense_dir: str | None
+    same: object | None = None
+    same_dir: str | None = None
 
     @property
     def data(self):
@@ -247,34 +229,54 @@ class Pair:
 def open_pair(model_dir: str, cfg: ProfileConfig, log=print) -> Pair:
     """Runners for DIR and, with cfg.against, for the dense model (exported into DIR/dense/ if needed)."""
     from export.samples import load
+    from export.taskdata import split_config
+
+    from .dense import dense_dir as _dense_dir, engine_cfg, same_precision_dir
 
     cfg.check()
     if not os.path.isdir(model_dir):
         raise BadInput(f"{model_dir!r} is not a model folder; give the folder written by `optin prune`")
     from optin.adapters import adapter_for
 
-    cfg = replace(cfg, engine=_engine_cfg(model_dir, cfg))
+    cfg = replace(cfg, engine=engine_cfg(model_dir, cfg))
     loaded = load(model_dir, log=log)
     # an image model's token count is fixed by its resolution: report that, not --seq
     cfg = replace(cfg, seq=adapter_for(loaded.model).seq_len(cfg.seq))
-    dense_dir = _dense_dir(model_dir, cfg.against, cfg, loaded.meta.get("data"), log) if cfg.against else None
     target = open_runner(cfg.backend, model_dir, cfg.engine, loaded, log=log)
-    dense = open_runner(cfg.backend, dense_dir, _engine_cfg(dense_dir, cfg), log=log) if dense_dir else None
-    return Pair(cfg, loaded, target, dense, dense_dir)
+    if not cfg.against:
+        return Pair(cfg, loaded, target, None, None)
+    ddir = _dense_dir(model_dir, cfg.against, cfg, loaded.meta.get("data"), split_config(loaded), log)
+    fp32 = replace(cfg, engine=replace(cfg.engine, fp16=False, int8=False))
+    # a dense folder given as is keeps its own TensorRT engine; a float32 ORT one runs model.onnx
+    dense_cfg = engine_cfg(ddir, fp32, follow_built=cfg.backend == "tensorrt")
+    dense = open_runner(cfg.backend, ddir, dense_cfg if cfg.backend == "tensorrt" else fp32.engine, log=log)
+    sdir = same_precision_dir(model_dir, ddir, cfg, log) if cfg.same_precision else None
+    same = open_runner(cfg.backend, sdir, cfg.engine, log=log) if sdir else None
+    return Pair(cfg, loaded, target, dense, ddir, same, sdir)
+
+
+def _speedup(dense_stats, target_stats, implied) -> dict:
+    m = dense_stats["latency_ms"]["median"] / target_stats["latency_ms"]["median"]
+    return {"measured": m, "mac_implied": implied, "flop_efficiency": m / implied, "interleaved": True,
+            "ci95": ratio_ci(dense_stats["times_ms"], target_stats["times_ms"])}
 
 
 def profile(model_dir: str, cfg: ProfileConfig = ProfileConfig(), log=print) -> dict:
     """Measure DIR (and the dense model with `against`), write DIR/profile.json and profile.png."""
+    from export.samples import fixed_inputs
     from optin.io import write_json
     from optin.report import versions
 
     pair = open_pair(model_dir, cfg, log=log)
     cfg, loaded, target, dense, dense_dir, data = pair.cfg, pair.loaded, pair.target, pair.dense, pair.dense_dir, pair.data
-    main, source = _measure_point(target, dense, loaded, cfg.batch, cfg.seq, cfg, data)
-    b = main["b"]
+    inputs, source = fixed_inputs(loaded, cfg.batch, cfg.seq, data)
+    runners = [r for r in (target, dense, pair.same) if r is not None]
+    timed = compare_all(runners, inputs, cfg.iters, cfg.warmup)
+    b = timed[0]
+    main = {"b": b} | ({"a": timed[1]} if dense is not None else {})
     report = {"command": "profile", "backend": cfg.backend, "batch": cfg.batch, "seq": cfg.seq,
-              "latency_ms": b["latency_ms"], "throughput": b["throughput"], "cv": b["cv"],
-              "iters": cfg.iters, "warmup": cfg.warmup, "inputs": source, "providers": target.providers,
+              "precision": cfg.engine.precision, "latency_ms": b["latency_ms"], "throughput": b["throughput"],
+              "cv": b["cv"], "iters": cfg.iters, "warmup": cfg.warmup, "inputs": source, "providers": target.providers,
               "session": _session_info(cfg), "warnings": []}
     if b["unstable"]:
         report["warnings"].append(f"pruned latency cv {b['cv']:.2f} > {CV_WARN}: noisy machine, widen --iters")
@@ -282,14 +284,21 @@ def profile(model_dir: str, cfg: ProfileConfig = ProfileConfig(), log=print) -> 
         macs_d, src_d = model_macs(dense_dir, cfg.seq)
         macs_p, src_p = model_macs(model_dir, cfg.seq)
         implied = macs_d / macs_p
-        report["dense"] = {"model": cfg.against, "dir": _inside(dense_dir, model_dir), "latency_ms": main["a"]["latency_ms"],
-                           "throughput": main["a"]["throughput"], "cv": main["a"]["cv"], "providers": dense.providers}
-        report["speedup"] = {"measured": main["speedup"], "mac_implied": implied,
-                             "flop_efficiency": main["speedup"] / implied, "interleaved": True}
+        a = timed[1]
+        report["dense"] = {"model": cfg.against, "dir": _inside(dense_dir, model_dir), "precision": "fp32",
+                           "latency_ms": a["latency_ms"], "throughput": a["throughput"], "cv": a["cv"],
+                           "providers": dense.providers}
+        report["speedup"] = _speedup(a, b, implied) | {"reference": "dense float32"}
         report["macs"] = {"dense": macs_d, "pruned": macs_p, "seq_len": cfg.seq, "source": [src_d, src_p],
                           "unit": "MACs per example (1 MAC = 1 multiply-add = 2 FLOPs)"}
-        if main["a"]["unstable"]:
-            report["warnings"].append(f"dense latency cv {main['a']['cv']:.2f} > {CV_WARN}: noisy machine")
+        if a["unstable"]:
+            report["warnings"].append(f"dense latency cv {a['cv']:.2f} > {CV_WARN}: noisy machine")
+    if pair.same is not None:
+        s = timed[2]
+        report["same_precision"] = {"precision": cfg.engine.precision, "dir": _inside(pair.same_dir, model_dir),
+                                    "latency_ms": s["latency_ms"], "cv": s["cv"], "providers": pair.same.providers,
+                                    "speedup": _speedup(s, b, implied) | {"reference": f"dense {cfg.engine.precision}"},
+                                    "dense_speedup": _speedup(a, s, 1.0)["measured"]}
     report["sweep"] = _sweep(target, dense, loaded, cfg, data)
     report["versions"] = versions() | (_gpu_versions() if cfg.backend == "tensorrt" else {})
     _plot(report, main, os.path.join(model_dir, "profile.png"))
@@ -308,7 +317,8 @@ def _session_info(cfg: ProfileConfig) -> dict:
     e = cfg.engine
     if cfg.backend == "onnxruntime":
         return {"provider": e.provider, "graph_optimization_level": e.level, "intra_op_threads": e.threads,
-                "allow_spinning": e.spin, "onnx_file": e.onnx_file}
+                "allow_spinning": e.spin, "onnx_file": e.onnx_file, "precision": e.precision,
+                "engine_file": None if e.precision == "fp32" else f"engine/model.{e.precision}.onnx"}
     if cfg.backend == "tensorrt":
         return {"precision": "int8" if e.int8 else "fp16" if e.fp16 else "fp32",
                 "min_shape": list(e.min_shape), "opt_shape": list(e.opt_shape), "max_shape": list(e.max_shape)}
@@ -375,6 +385,9 @@ def summary(r: dict) -> str:
         sp = r["speedup"]
         s += (f"; vs dense {r['dense']['latency_ms']['median']:.2f} ms: speedup {sp['measured']:.2f}x "
               f"(MAC-implied {sp['mac_implied']:.2f}x, efficiency {sp['flop_efficiency']:.2f})")
+    if "same_precision" in r:
+        sp = r["same_precision"]
+        s += f"; vs dense {sp['precision']} {sp['latency_ms']['median']:.2f} ms: {sp['speedup']['measured']:.2f}x"
     if r["warnings"]:
         s += f"; WARNING: {r['warnings'][0]}"
     return s

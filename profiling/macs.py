@@ -42,6 +42,17 @@ def mac_cost_model(num_layers: int, hidden, head_dim, seq_len, fixed: int, keys=
     return CostModel(per_head, per_neuron, fixed, max(tokens))
 
 
+def dense_macs(adapter, seq_len: int) -> int:
+    """Exact MACs per example of the dense model: the family's `spec_macs` of a spec that keeps
+    every unit each layer has (exact where the search's linear cost model is not, e.g. CNN blocks).
+    Lives here, below the pruner, so that profiling never imports a pruning step."""
+    from optin.spec import PruneSpec
+
+    d = adapter.dims()
+    full = PruneSpec.from_masks(adapter.config.model_type, *[m.float() for m in d.present()], dims=d)
+    return adapter.spec_macs(full, seq_len)
+
+
 MATMUL_OPS = ("linear", "matmul", "bmm", "einsum", "addmm", "conv")  # conv: a ViT patch embedding
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from optin.errors import BadInput, EngineBuildError  # noqa: F401  (re-exported for backends)
+
+from ..quantize import QuantConfig
 
 BACKENDS: dict[str, type] = {}
 
@@ -43,8 +45,19 @@ class EngineConfig:
     onnx_file: str = "model.onnx"
     tol: float | None = None            # parity overrides (None: the backend's default for the precision)
     min_agreement: float | None = None
+    quant: QuantConfig = field(default_factory=QuantConfig)   # ONNX Runtime INT8 (export.quantize)
+    eval: bool = True                   # task accuracy on the test split into engine.json
+    eval_limit: int | None = None       # at most N test examples (None: the pruner's own limit)
+
+    @property
+    def precision(self) -> str:
+        return "int8" if self.int8 else "fp16" if self.fp16 else "fp32"
 
     def check(self) -> None:
+        if self.int8:
+            self.quant.check()
+        if self.calib_samples < 1 or (self.eval_limit is not None and self.eval_limit < 1):
+            raise BadInput("--calib and --eval-limit must be positive")
         lo, mid, hi = self.min_shape, self.opt_shape, self.max_shape
         if not all(a <= b <= c for a, b, c in zip(lo, mid, hi)) or min(lo) < 1:
             raise BadInput(f"shapes must satisfy 1 <= min <= opt <= max per axis (batch x seq), got "
@@ -82,6 +95,10 @@ def build_engine(model_dir: str, backend: str, cfg: EngineConfig = EngineConfig(
     with staged_dir(engine_dir) as tmp:
         manifest = be.build(onnx_file, tmp, cfg, loaded, log=log)
         write_json(os.path.join(tmp, "manifest.json"), manifest)
+    stale = os.path.join(model_dir, "engine.json")
+    if os.path.exists(stale):  # it describes the engine just replaced
+        os.remove(stale)
+    manifest["accuracy"] = _accuracy(be, model_dir, cfg, loaded, log)
     report = {"command": "engine", "backend": backend, "engine_dir": "engine", "config": asdict(cfg),
               **manifest, "seconds": time.time() - t0, "versions": versions()}
     write_json(os.path.join(model_dir, "engine.json"), report)
@@ -89,11 +106,25 @@ def build_engine(model_dir: str, backend: str, cfg: EngineConfig = EngineConfig(
     return report
 
 
+def _accuracy(be, model_dir: str, cfg: EngineConfig, loaded, log) -> dict:
+    """The built engine on the task (export.accuracy), opened as profiling will open it."""
+    from ..accuracy import engine_accuracy
+
+    if not cfg.eval:
+        return {"available": False, "reason": "not evaluated (eval off)"}
+    limits = (cfg.min_shape, cfg.max_shape) if getattr(be, "shape_profile", False) else None
+    return engine_accuracy(loaded, be.open(model_dir, cfg), cfg.eval_limit, limits, log=log)
+
+
 def summary(r: dict) -> str:
-    p = r.get("parity", {})
-    return (f"optin engine: {r['backend']} {r.get('precision', 'fp32')} on {', '.join(r.get('providers', [])) or '?'}; "
-            f"parity max_abs_diff {p.get('max_abs_diff', float('nan')):.2e}, agreement {p.get('agreement', 0):.3f} "
-            f"({p.get('samples', 0)} samples); {r['seconds']:.1f} s")
+    p, a = r.get("parity", {}), r.get("accuracy") or {}
+    s = (f"optin engine: {r['backend']} {r.get('precision', 'fp32')} on {', '.join(r.get('providers', [])) or '?'}; "
+         f"parity max_abs_diff {p.get('max_abs_diff', float('nan')):.2e}, agreement {p.get('agreement', 0):.3f} "
+         f"({p.get('samples', 0)} samples)")
+    if a.get("available"):
+        s += f"; test accuracy {a['engine']:.2%} (PyTorch {a['torch']:.2%}"
+        s += ")" if a["dense"] is None else f", dense {a['dense']:.2%}, drop {a['drop_vs_dense_points']:+.2f} pt)"
+    return s + f"; {r['seconds']:.1f} s"
 
 
 # Register the built-in backends (their runtimes are imported lazily inside).

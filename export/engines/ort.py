@@ -1,5 +1,13 @@
 """ONNX Runtime backend. The "engine" is a checked session configuration (provider, graph
-optimisation level, threads) plus the graph ORT optimised for it, saved for inspection.
+optimisation level, threads) plus the graph ORT optimised for it, saved for inspection; for
+--int8 the quantised graph (export.quantize: dynamic, or static QDQ calibrated on the pruning
+data), for --fp16 a float16 graph (export.fp16), both kept in DIR/engine/ and opened from there.
+
+Where each precision runs: INT8 on the CPU provider (dynamic or static; MLAS has VNNI/AVX2
+integer kernels) and, static QDQ only, on the TensorRT provider, which reads QDQ graphs as
+explicit quantisation; the CUDA provider has no integer MatMul worth using. FP16 on CUDA and
+TensorRT only: the CPU provider has few float16 kernels and wraps the others in casts, so a
+float16 graph runs slower there than float32.
 
 onnxruntime-gpu falls back to the CPU provider without an error when CUDA or TensorRT cannot
 start (no GPU, missing cuDNN): every session checks `get_providers()` and refuses to pretend.
@@ -16,6 +24,12 @@ from . import EngineBuildError, register
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider",
              "tensorrt": "TensorrtExecutionProvider"}
 LEVELS = ("disable", "basic", "extended", "all")
+# Default parity tolerances per precision (atol, argmax agreement, rtol: a share of the largest
+# |logit|): float32 is the exported graph itself; float16 and INT8 move logits by design, by an
+# amount that grows with the logits' scale (a CNN's reach 20+), and are judged on the task
+# (engine.json "accuracy", `optin gate --max-accuracy-drop`) rather than by a 1e-4 bound.
+TOLERANCE = {"fp32": (1e-4, 0.999, 0.0), "fp16": (5e-2, 0.99, 1e-2), "int8": (0.1, 0.95, 0.1)}
+GRAPH = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}   # in DIR/engine/
 
 
 def _ort():
@@ -98,22 +112,72 @@ class OnnxRuntimeBackend:
         if want and want not in ort.get_available_providers():  # fail before any work; sessions re-check
             raise MissingDependency(f"this onnxruntime has no {want} (available: {', '.join(ort.get_available_providers())}); "
                                     "install onnxruntime-gpu (not beside onnxruntime) on a machine with an NVIDIA GPU")
-        if cfg.fp16 or cfg.int8:
-            raise BadInput("--fp16/--int8 are TensorRT build options; ONNX Runtime runs the float32 ONNX "
-                           "file as exported (use --backend tensorrt, or --provider tensorrt)")
+        if cfg.fp16 and cfg.int8:
+            raise BadInput("ONNX Runtime engines are one precision: give --fp16 or --int8, not both")
+        if cfg.fp16 and cfg.provider == "cpu":
+            raise BadInput("--fp16 needs --provider cuda or tensorrt: ONNX Runtime's CPU provider has few float16 "
+                           "kernels and casts around the rest, so float16 runs slower than float32 there; "
+                           "on the CPU use --int8")
+        if cfg.int8 and cfg.provider == "cuda":
+            raise BadInput("--int8 with ONNX Runtime runs on --provider cpu (dynamic or static) or tensorrt (static "
+                           "QDQ); the CUDA provider has no integer MatMul kernels worth using")
+        if cfg.int8 and cfg.provider == "tensorrt" and cfg.quant.mode != "static":
+            raise BadInput("--provider tensorrt reads INT8 as a static QDQ graph: add --int8-mode static")
 
     def build(self, onnx_file: str, out_dir: str, cfg, loaded, log=print) -> dict:
-        from ..parity import MIN_AGREEMENT, TOL, Tolerance, verify
+        from ..parity import Tolerance, verify
 
+        precision, extra, graph = cfg.precision, {}, onnx_file
+        if precision != "fp32":
+            graph = os.path.join(out_dir, GRAPH[precision])
+            if precision == "int8":
+                from ..quantize import quantize_int8
+
+                extra["quantization"] = quantize_int8(onnx_file, graph, cfg.quant, loaded, cfg.calib_samples,
+                                                      cfg.threads, cfg.provider, log=log)
+            else:
+                from ..fp16 import convert_fp16
+
+                extra["fp16"] = convert_fp16(onnx_file, graph)
+            extra["engine_file"] = f"engine/{GRAPH[precision]}"
+            extra["source_sha256"] = _sha256(onnx_file)
         opt = os.path.join(out_dir, "model.ort.onnx")
-        session = OrtSession(make_session(onnx_file, cfg.provider, cfg.level, cfg.threads, cfg.spin, optimized_out=opt))
-        tol = Tolerance(TOL if cfg.tol is None else cfg.tol,
-                        MIN_AGREEMENT if cfg.min_agreement is None else cfg.min_agreement)
-        parity = verify(loaded, session, f"ONNX Runtime ({session.providers[0]}) session of {onnx_file}", tol)
-        return {"precision": "fp32", "providers": session.providers, "onnx_file": os.path.basename(onnx_file),
+        session = OrtSession(make_session(graph, cfg.provider, cfg.level, cfg.threads, cfg.spin, optimized_out=opt))
+        atol, agree, rtol = TOLERANCE[precision]
+        tol = Tolerance(atol if cfg.tol is None else cfg.tol, agree if cfg.min_agreement is None else cfg.min_agreement,
+                        rtol if cfg.tol is None else 0.0)
+        parity = verify(loaded, session, f"ONNX Runtime ({session.providers[0]}) {precision} session of {graph}", tol)
+        return {"precision": precision, "providers": session.providers, "onnx_file": os.path.basename(onnx_file),
                 "optimized_file": "engine/model.ort.onnx", "graph_optimization_level": cfg.level,
-                "intra_op_threads": cfg.threads, "allow_spinning": cfg.spin, "parity": parity}
+                "intra_op_threads": cfg.threads, "allow_spinning": cfg.spin, **extra, "parity": parity}
 
     def open(self, model_dir: str, cfg) -> OrtSession:
         path = os.path.join(model_dir, cfg.onnx_file)
+        if cfg.precision != "fp32":  # the quantised / float16 graph the engine was built with
+            path = os.path.join(model_dir, "engine", GRAPH[cfg.precision])
+            if not os.path.exists(path):
+                raise BadInput(f"{path} does not exist; run `optin engine {model_dir} --backend onnxruntime "
+                               f"--{cfg.precision}` first")
+            _check_source(model_dir, cfg)
         return OrtSession(make_session(path, cfg.provider, cfg.level, cfg.threads, cfg.spin))
+
+
+def _sha256(path: str) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_source(model_dir: str, cfg) -> None:
+    """A quantised graph is derived from model.onnx: refuse one made from an older export."""
+    from optin.io import read_json
+
+    built = read_json(os.path.join(model_dir, "engine.json")) or {}
+    src = os.path.join(model_dir, built.get("onnx_file", cfg.onnx_file))
+    if built.get("source_sha256") and os.path.exists(src) and _sha256(src) != built["source_sha256"]:
+        raise BadInput(f"{model_dir}/engine/ was built from an older {os.path.basename(src)}; rebuild it with "
+                       f"`optin engine {model_dir} --backend onnxruntime --{cfg.precision}`")

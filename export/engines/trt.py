@@ -113,10 +113,18 @@ def calibration_batches(loaded, shape, n: int):
     return out, f"{len(out) * b} calibration samples of {loaded.meta.get('data')}"
 
 
-def _make_calibrator(trt, batches, cache_file: str, dtypes: dict):
-    class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
+CALIBRATORS = {"entropy": "IInt8EntropyCalibrator2", "minmax": "IInt8MinMaxCalibrator"}
+
+
+def _make_calibrator(trt, batches, cache_file: str, dtypes: dict, method: str | None = None):
+    """TensorRT's calibrator for --calib-method (default entropy, as before; percentile has none)."""
+    if (method or "entropy") not in CALIBRATORS:
+        raise BadInput(f"TensorRT calibrates with {' or '.join(CALIBRATORS)}, not {method!r}")
+    base = getattr(trt, CALIBRATORS[method or "entropy"])
+
+    class EntropyCalibrator(base):
         def __init__(self):
-            trt.IInt8EntropyCalibrator2.__init__(self)
+            base.__init__(self)
             self._it, self._live = iter(batches), None
 
         def get_batch_size(self):
@@ -166,7 +174,8 @@ def build_plan(onnx_file: str, out_dir: str, cfg, loaded, timing_cache: str, log
         config.set_flag(trt.BuilderFlag.INT8)
         batches, calib_note = calibration_batches(loaded, cfg.opt_shape, cfg.calib_samples)
         dtypes = {t.name: _trt_dtype_to_torch(trt, torch, t.dtype) for t in inputs}
-        config.int8_calibrator = _make_calibrator(trt, batches, os.path.join(out_dir, "calibration.cache"), dtypes)
+        config.int8_calibrator = _make_calibrator(trt, batches, os.path.join(out_dir, "calibration.cache"), dtypes,
+                                                  cfg.quant.method)
         config.set_calibration_profile(profile)
     cache = config.create_timing_cache(open(timing_cache, "rb").read() if os.path.exists(timing_cache) else b"")
     config.set_timing_cache(cache, True)  # ignore a cache from another GPU or version rather than fail
@@ -184,7 +193,8 @@ def build_plan(onnx_file: str, out_dir: str, cfg, loaded, timing_cache: str, log
     return {"precision": _precision(cfg), "engine_file": "engine/engine.plan", "onnx_file": os.path.basename(onnx_file),
             "sha256": hashlib.sha256(plan).hexdigest(), "bytes": len(plan), "shapes": shapes,
             "inputs": {t.name: str(t.dtype) for t in inputs}, "timing_cache": timing_cache,
-            "int8_calibration": calib_note, "providers": ["TensorRT"], **gpu_versions()}
+            "int8_calibration": calib_note, "int8_calibrator": (cfg.quant.method or "entropy") if cfg.int8 else None,
+            "providers": ["TensorRT"], **gpu_versions()}
 
 
 class TrtSession:
@@ -234,8 +244,11 @@ class TrtSession:
 @register
 class TensorRTBackend:
     name = "tensorrt"
+    shape_profile = True   # inputs must stay inside the optimization profile (accuracy batches too)
 
     def available(self, cfg) -> None:
+        if cfg.int8 and (cfg.quant.method or "entropy") not in CALIBRATORS:
+            raise BadInput(f"TensorRT calibrates with {' or '.join(CALIBRATORS)}, not {cfg.quant.method!r}")
         _trt()
         _cuda()
 

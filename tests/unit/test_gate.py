@@ -65,3 +65,42 @@ def test_gate_library_call(profiled):
 
     r = gate(str(profiled), min_flop_efficiency=1.0, log=lambda s: None)
     assert not r["passed"] and r["checks"][0]["name"] == "min_flop_efficiency"
+
+
+@pytest.fixture(scope="module")
+def int8_engine(tmp_path_factory):
+    """A real dynamic-INT8 ONNX Runtime engine of a tiny pruned BERT, scored on its test split."""
+    from test_quantize import _pruned
+
+    from conftest import write_tiny_csv
+    from export.engines import EngineConfig, build_engine
+
+    root = tmp_path_factory.mktemp("gate_int8")
+    folder, _ = _pruned(root, data=str(write_tiny_csv(root / "data.csv", n=400)))
+    build_engine(str(folder), "onnxruntime", EngineConfig(threads=1, int8=True), log=lambda s: None)
+    return folder
+
+
+def test_accuracy_gate_fails_past_the_threshold(int8_engine):
+    acc = json.loads((int8_engine / "engine.json").read_text())["accuracy"]
+    drop = acc["drop_vs_dense_points"]
+    assert drop == pytest.approx(100 * (acc["dense"] - acc["engine"]))
+    ok = run_gate(str(int8_engine), "--max-accuracy-drop", f"{drop + 0.01:.4f}")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip().startswith("optin gate: PASS: accuracy drop vs dense (points)")
+    miss = run_gate(str(int8_engine), "--max-accuracy-drop", f"{drop - 0.01:.4f}")
+    assert miss.returncode == 1, miss.stderr
+    res = json.loads((int8_engine / "gate.json").read_text())
+    assert not res["passed"] and res["reasons"] == [f"accuracy drop vs dense (points) {drop:.3f} > {drop - 0.01:.3f}"]
+    assert res["engine"]["precision"] == "int8" and res["engine"]["n"] == acc["n"]
+    case = ET.parse(int8_engine / "gate.xml").getroot().find("testsuite/testcase")
+    assert case.get("name") == "max_accuracy_drop" and case.find("failure").get("message") == res["reasons"][0]
+
+
+def test_accuracy_gate_needs_an_evaluated_engine(tmp_path):
+    (tmp_path / "engine.json").write_text(json.dumps({"backend": "onnxruntime", "precision": "int8",
+                                                      "accuracy": {"available": False, "reason": "no labelled test data"}}))
+    r = run_gate(str(tmp_path), "--max-accuracy-drop", "1")
+    assert r.returncode == 2 and "no task accuracy (no labelled test data)" in r.stderr
+    r = run_gate(str(tmp_path / "nothing"), "--max-accuracy-drop", "1")
+    assert r.returncode == 2 and "engine.json does not exist" in r.stderr
