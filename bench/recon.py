@@ -48,6 +48,7 @@ ap.add_argument("--recon-calib", type=int, default=512)
 ap.add_argument("--damp", type=float, default=1e-2)
 ap.add_argument("--no-recon", action="store_true", help="masks only (the 'before' column)")
 ap.add_argument("--reselect", action="store_true", help="re-choose each block's units on the way up (optin.reselect)")
+ap.add_argument("--no-producers", action="store_true", help="re-fit only the consumers (not q/k/v, FFN input, conv1)")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
@@ -89,7 +90,7 @@ if "dense" not in res:
     res["dense"] = {**acc(correct(model)), "n": len(labels)}
     res["dense_correct"] = correct(model)
 print(f"{a.model} dense {res['dense']['accuracy']:.4f} on {len(labels)} {a.split} examples", flush=True)
-cfg = ReconConfig(damp=a.damp, calib=a.recon_calib)
+cfg = ReconConfig(damp=a.damp, calib=a.recon_calib, producers=not a.no_producers)
 for name in a.methods.split(","):
     todo = [b for b in map(float, a.budgets.split(",")) if (name, b) not in done]
     if not todo:

@@ -1,25 +1,26 @@
-"""`optin prune`: model + calibration data + MAC budget → narrowed model folder + report.json.
+"""Pruning a model: `prune_model` (a model object and calibration batches in, the narrowed model,
+its spec and report out, nothing written) and `prune` (`optin prune`: a model and data spec in,
+a folder out), which is a thin shell over it.
 
-adapter → importance → search → narrow → save, each step timed; dense and pruned accuracy on the
-data's test split; MACs counted analytically and cross-checked with fvcore.
+adapter → importance → search → narrow → (BatchNorm re-estimation) → re-fit (optin.steps), each
+step timed; dense and pruned accuracy on evaluation data; MACs counted analytically and
+cross-checked with fvcore.
 """
 from __future__ import annotations
 
 import copy
-import json
 import os
 import time
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import distributed
+from . import distributed, steps
 from .data import DataOptions
 from .errors import BadData, BadInput
 from .importance import ScoreConfig
+from .prepare import DEFAULT_MAX_LENGTH, Prepared, prepare  # noqa: F401  (prepare: callers import it from here)
 from .reconstruct import ReconConfig
-
-DEFAULT_MAX_LENGTH = 128
 
 
 @dataclass(frozen=True)
@@ -51,13 +52,6 @@ class PruneConfig:
         if self.max_length is not None and self.max_length < 2:
             raise BadInput(f"--max-length must be at least 2, got {self.max_length}")
         self.recon.check()
-
-
-def _model_max_length(path: str) -> int:
-    zoo = os.path.join(path, "optin_zoo.json")
-    if os.path.exists(zoo):
-        return int(json.load(open(zoo))["max_length"])
-    return DEFAULT_MAX_LENGTH
 
 
 def cost_model_for(adapter, seq_len: int, tokens=None):
@@ -126,111 +120,115 @@ def fvcore_count(model, seq_len: int, ops=None, both: bool = False):
 
 
 @dataclass
-class Prepared:
-    path: str
+class PruneResult:
+    """What `prune_model` returns: the narrowed (and re-fit) model, its spec and its report;
+    nothing is written until `save`."""
+
     model: torch.nn.Module
-    tok: object
-    adapter: object
-    seq: int
-    calib: list
-    test: list
-    data: object
-    recon: list | None = None
+    spec: object                  # optin.spec.PruneSpec
+    report: dict
+    processor: object = None      # the tokenizer / image processor saved beside the weights
+    extra: dict = field(default_factory=dict)  # optin.json: seq_len, source, data (what export/profile read)
+    saved_to: str | None = None   # the folder `save` wrote
 
-    def __iter__(self):  # the tuple callers unpack: path, model, tok, adapter, seq, calib, test, data
-        return iter((self.path, self.model, self.tok, self.adapter, self.seq, self.calib, self.test, self.data))
+    def save(self, out_dir: str) -> str:
+        """The pruned folder (weights, spec.json, config.json that plain transformers loads with
+        trust_remote_code, processor, report.json, plots), written all or nothing."""
+        from .io import save_pruned, staged_dir, write_json
+        from .plots import kept_widths, recon_errors
+
+        r, seq = self.report, self.report["macs"]["seq_len"]
+        what = f"{r['model']} @ {r['macs']['ratio']:.2f} MACs"
+        with staged_dir(out_dir) as tmp:
+            save_pruned(self.model, self.processor, self.spec, tmp, extra=self.extra)
+            kept_widths(self.spec, os.path.join(tmp, "kept_widths.png"), f"{what} ({r['method']}): kept units per layer",
+                        seq)
+            if r.get("reconstruction"):
+                recon_errors(r["reconstruction"], os.path.join(tmp, "reconstruction.png"),
+                             f"{what}: calibration error per sublayer")
+            write_json(os.path.join(tmp, "report.json"), r)
+        self.saved_to = out_dir
+        return out_dir
 
 
-def prepare(model_spec: str, data_spec: str, cfg: PruneConfig, log=print) -> Prepared:
-    """Load model, processor (tokenizer), adapter and encoded calibration/test batches."""
+def prune_model(model, calib, flops: float | None = None, method: str | None = None, *,
+                reconstruct: bool | None = None, processor=None, eval_data=None, config: PruneConfig | None = None,
+                recon_data=None, scores=None, spec=None, log=print) -> PruneResult | None:
+    """Prune a transformers / timm classifier object in memory: score → search → narrow → (BatchNorm
+    re-estimation) → re-fit. The model is changed in place and returned in the result.
+
+    calib: batches (dicts of tensors), a `datasets.Dataset` or a list of examples (optin.calibration);
+    the first `config.calib` examples score the units, the first `config.recon.calib` are re-fit on
+    (or `recon_data`). eval_data: optional, the same forms; the report then has dense and pruned
+    accuracy. flops / method / reconstruct override `config`'s. scores / spec: precomputed (the
+    latency re-tune chooses its own spec). Under torchrun, ranks other than 0 return None after
+    scoring."""
+    from dataclasses import replace
+
     from .adapters import adapter_for
-    from .data import make_batches, model_examples
-    from .io import load_model
-    from .zoo import resolve_model
-
-    path = resolve_model(model_spec, log=log)
-    model, tok = load_model(path)
-    adapter = adapter_for(model)
-    max_len = adapter.seq_len(cfg.max_length or _model_max_length(path))
-    ds, calib_all, test = model_examples(data_spec, cfg.data, model.config, adapter.modality, cfg.calib, cfg.seed,
-                                         log)
-    calib = calib_all[:cfg.calib]
-    if cfg.eval_limit:
-        test = test[:cfg.eval_limit]
-    if not calib:
-        raise BadData(f"{ds.name}: no calibration examples")
-    calib_b = make_batches(tok, calib, cfg.batch_size, max_len)
-    test_b = make_batches(tok, test, 64, max_len)
-    # the re-fit has its own count from the same split (its first examples are the scoring ones)
-    recon_b = make_batches(tok, calib_all[:cfg.recon.calib], cfg.batch_size, max_len) if cfg.reconstruct else None
-    return Prepared(path, model, tok, adapter, max_len, calib_b, test_b, ds, recon_b)
-
-
-def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneConfig(), latency=None,
-          log=print) -> dict | None:
-    """latency: an optin.retune.LatencyTarget; then the mask is searched under measured latency
-    (the MAC budget is not used, and the report gives the MAC ratio reached). Under torchrun,
-    ranks other than 0 return None after scoring."""
+    from .calibration import as_batches, examples_in, take
     from .evaluate import accuracy
     from .importance import get_method
-    from .io import save_pruned, staged_dir, write_json
     from .narrow import narrow
-    from .plots import kept_widths, recon_errors
     from .report import versions
     from .search import search
     from .spec import PruneSpec
 
+    cfg = config or PruneConfig()
+    cfg = replace(cfg, **{k: v for k, v in (("flops", flops), ("method", method), ("reconstruct", reconstruct))
+                          if v is not None})
     cfg.check()
-    method = get_method(cfg.method)
     distributed.init()  # scoring is shared out when launched by torchrun; rank 0 does the rest
-    torch.manual_seed(cfg.seed)
     t0 = time.time()
-    prep = prepare(model_spec, data_spec, cfg, log)
-    path, model, tok, adapter, seq, calib_b, test_b, ds = prep
-    if cfg.token_share:  # refused before any scoring is spent
-        if latency is not None:
-            raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
-        if not adapter.token_reduction:
-            raise BadInput(f"--token-share applies to ViT/DeiT image classifiers whose head reads [CLS] (timm ViT: "
-                           f"global_pool 'token'), not this {adapter.config.model_type} model; drop --token-share")
-    dims = adapter.dims()
-    costs = cost_model_for(adapter, seq)
-    dense_macs = dense_model_macs(adapter, seq)
+    model.eval()
+    adapter = adapter_for(model)
+    seq = adapter.seq_len(cfg.max_length or _longest(calib) or _default_length(model, processor))
+    if cfg.token_share and not adapter.token_reduction:  # refused before any scoring is spent
+        raise BadInput(f"--token-share applies to ViT/DeiT image classifiers whose head reads [CLS] (timm ViT: "
+                       f"global_pool 'token'), not this {adapter.config.model_type} model; drop --token-share")
+    batches = as_batches(calib, adapter, processor, cfg.batch_size, seq, cfg.data)
+    calib_b = take(batches, cfg.calib)
+    if not calib_b:
+        raise BadData("no calibration examples")
+    recon_b = None
+    if cfg.reconstruct:
+        recon_b = take(as_batches(recon_data, adapter, processor, cfg.batch_size, seq, cfg.data, "re-fit data")
+                       if recon_data is not None else batches, cfg.recon.calib)
+    test_b = as_batches(eval_data, adapter, processor, 64, seq, cfg.data, "evaluation data") if eval_data else None
+    evaluate = (lambda m, desc: accuracy(m, test_b, desc)) if test_b else None
 
-    acc_dense = accuracy(model, test_b, "dense accuracy") if distributed.is_main() else None
+    dims = adapter.dims()
+    dense_macs = dense_model_macs(adapter, seq)
+    acc_dense = evaluate(model, "dense accuracy") if evaluate and distributed.is_main() else None
     t1 = time.time()
-    scores = method(adapter, calib_b, cfg.score)
-    kept_tokens, token_info = _token_step(adapter, calib_b, cfg, seq, dense_macs) if cfg.token_share else (None, None)
+    kept_tokens, token_info = None, None
+    if spec is None:
+        scores = scores or _score(get_method(cfg.method), adapter, calib_b, cfg)
+        if cfg.token_share:
+            kept_tokens, token_info = _token_step(adapter, calib_b, cfg, seq, dense_macs)
     t2 = time.time()
     if not distributed.is_main():
         distributed.finish()
         return None
-    extra = {"seq_len": seq, "max_length": seq, "source": path, "data": data_spec}
-    retune = None
-    c_type = model.config.model_type
     align = adapter.default_align if cfg.align is None else cfg.align
-    if latency is None:
-        if kept_tokens is not None:  # heads and neurons are costed at the reduced token counts
-            costs = cost_model_for(adapter, seq, [len(k) for k in kept_tokens])
+    c_type = model.config.model_type
+    if spec is None:
+        costs = cost_model_for(adapter, seq, None if kept_tokens is None else [len(k) for k in kept_tokens])
         res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, align)
         spec = PruneSpec.from_masks(c_type, res.head_mask, res.neuron_mask, kept_tokens, dims=dims)
-    else:
-        from .retune import latency_search
-
-        spec, retune = latency_search(scores, adapter, tok, path, latency, extra, align, log=log)
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
-    dense = adapter_like(adapter, copy.deepcopy(model)) if cfg.reconstruct else None
+    dense = type(adapter)(copy.deepcopy(model)) if cfg.reconstruct else None
     if cfg.reconstruct and cfg.recon.reselect and adapter.has_attention:
-        spec, recon = _reselect(dense, adapter, prep.recon, spec, cfg, test_b)  # narrows block by block
+        spec, recon = steps.reselect(dense, adapter, recon_b, spec, cfg.recon, evaluate)  # narrows block by block
         bn = None  # transformers: no BatchNorm
     else:
         narrow(adapter, spec)
-        bn = _recalibrate(adapter, calib_b, test_b) if cfg.bn_recalib else None
-        recon = _reconstruct(dense, adapter, prep.recon, spec, cfg, test_b) if cfg.reconstruct else None
+        bn = steps.recalibrate(adapter, calib_b, evaluate) if cfg.bn_recalib else None
+        recon = steps.refit(dense, adapter, recon_b, spec, cfg.recon, evaluate) if cfg.reconstruct else None
     del dense
     pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
-    acc_pruned = accuracy(model, test_b, "pruned accuracy")
+    acc_pruned = evaluate(model, "pruned accuracy") if evaluate else None
 
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
             "unit": "MACs per example (1 MAC = 1 multiply-add = 2 FLOPs)"}
@@ -241,10 +239,11 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
                     fvcore_matmul_dense=fv_dense[1], fvcore_matmul_pruned=fv_pruned[1])
     t4 = time.time()
     report = {
-        "command": "prune", "model": model_spec, "model_path": path, "model_type": c_type, "data": data_spec,
-        "method": cfg.method, "budget": None if latency else cfg.flops, "align": align, "macs": macs,
-        "accuracy": {"dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"],
-                     "dense_ci95": acc_dense["ci95"], "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"]},
+        "command": "prune", "model": type(model).__name__, "model_path": None, "model_type": c_type, "data": None,
+        "method": cfg.method, "budget": cfg.flops, "align": align, "macs": macs,
+        "accuracy": None if acc_pruned is None else {
+            "dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"], "dense_ci95": acc_dense["ci95"],
+            "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"]},
         "kept": {"heads": spec.kept_heads, "neurons": spec.kept_neurons,
                  "dense_heads": dims.num_heads if dims.uniform else list(dims.layer_heads),
                  "dense_neurons": dims.ffn_size if dims.uniform else list(dims.layer_ffn),
@@ -255,73 +254,83 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
         "reconstruction": recon,
         "seconds": {"scoring": t2 - t1, "search": t3 - t2,
                     "reconstruction": recon["seconds"] if recon else 0.0, "total": t4 - t0},
-        "seed": cfg.seed, "config": _config_dict(cfg), "calibration_examples": sum(len(b["labels"]) for b in calib_b),
-        "scoring": {**{k: v for k, v in scores.meta.items() if k != "raw"}, "processes": distributed.world()},
-        "retune": retune,
+        "seed": cfg.seed, "config": _config_dict(cfg), "calibration_examples": examples_in(calib_b),
+        "scoring": None if scores is None else {**{k: v for k, v in scores.meta.items() if k != "raw"},
+                                                "processes": distributed.world()},
+        "retune": None,
         "versions": versions(),
     }
-    with staged_dir(out) as tmp:
-        save_pruned(model, tok, spec, tmp, extra=extra)
-        kept_widths(spec, os.path.join(tmp, "kept_widths.png"),
-                    f"{model_spec} @ {macs['ratio']:.2f} MACs ({cfg.method}): kept units per layer", seq)
-        if recon:
-            recon_errors(recon, os.path.join(tmp, "reconstruction.png"),
-                         f"{model_spec} @ {macs['ratio']:.2f} MACs: calibration error per sublayer")
-        write_json(os.path.join(tmp, "report.json"), report)
     distributed.finish()
-    log(summary(report))
-    return report
+    return PruneResult(model, spec, report, processor, {"seq_len": seq, "max_length": seq})
 
 
-def _recalibrate(adapter, calib_b, test_b) -> dict | None:
-    """BatchNorm statistics of the narrowed model re-estimated on the calibration batches
-    (optin.recalibrate); the accuracy before stays in the report so the effect of this step is
-    visible. None when the model has no BatchNorm."""
-    from .evaluate import accuracy
-    from .recalibrate import batchnorms, recalibrate_batchnorm
+def _longest(calib) -> int | None:
+    """Tokens per example of ready batches (the MACs are counted at it); None for other forms."""
+    from .calibration import is_batches
 
-    if not batchnorms(adapter.model):
+    if isinstance(calib, (list, tuple)) and is_batches(calib) and "input_ids" in calib[0]:
+        return max(int(b["input_ids"].shape[1]) for b in calib)
+    return None
+
+
+def _default_length(model, processor) -> int:
+    """Tokens MACs are counted at when neither --max-length nor ready batches say: 128, or less
+    where the model or its tokenizer cannot take that many."""
+    limits = [DEFAULT_MAX_LENGTH, getattr(model.config, "max_position_embeddings", None),
+              getattr(processor, "model_max_length", None)]
+    return min(int(v) for v in limits if isinstance(v, int) and v > 1)
+
+
+def _score(method, adapter, batches, cfg: PruneConfig):
+    try:
+        return method(adapter, batches, cfg.score)
+    except KeyError as e:
+        if e.args == ("labels",):
+            raise BadData(f"--method {cfg.method} needs labelled calibration data (a 'labels' entry in each "
+                          "batch, or (example, label) pairs); give labels or use optin-est") from e
+        raise
+
+
+def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneConfig(), latency=None,
+          log=print) -> dict | None:
+    """`optin prune`: load the model and data (optin.prepare), prune_model, save the folder.
+    latency: an optin.retune.LatencyTarget; then the mask is searched under measured latency (the
+    MAC budget is not used, and the report gives the MAC ratio reached). Under torchrun, ranks
+    other than 0 return None after scoring."""
+    from dataclasses import replace
+
+    from .importance import get_method
+
+    cfg.check()
+    if cfg.token_share and latency is not None:  # refused before any scoring is spent
+        raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
+    distributed.init()
+    torch.manual_seed(cfg.seed)
+    t0 = time.time()
+    prep = prepare(model_spec, data_spec, cfg, log)
+    cfg = replace(cfg, max_length=prep.seq)
+    extra = {"seq_len": prep.seq, "max_length": prep.seq, "source": prep.path, "data": data_spec}
+    scores = spec = retune = None
+    if latency is not None:
+        from .retune import latency_search
+
+        scores = _score(get_method(cfg.method), prep.adapter, prep.calib, cfg)
+        if not distributed.is_main():
+            distributed.finish()
+            return None
+        align = prep.adapter.default_align if cfg.align is None else cfg.align
+        spec, retune = latency_search(scores, prep.adapter, prep.tok, prep.path, latency, extra, align, log=log)
+    res = prune_model(prep.model, prep.calib, config=cfg, processor=prep.tok, eval_data=prep.test,
+                      recon_data=prep.recon, scores=scores, spec=spec, log=log)
+    if res is None:
         return None
-    before = accuracy(adapter.model, test_b, "pruned accuracy before BatchNorm recalibration")
-    n = recalibrate_batchnorm(adapter.model, calib_b, adapter.input_names())
-    return {"layers": n, "examples": sum(len(b["labels"]) for b in calib_b), "accuracy_before": before["accuracy"]}
-
-
-def adapter_like(adapter, model):
-    """An adapter of the same family over another model object (the dense copy)."""
-    return type(adapter)(model)
-
-
-def _reconstruct(dense, adapter, batches, spec, cfg: PruneConfig, test_b) -> dict:
-    """The re-fit (optin.reconstruct) with the accuracy before it, so the step's effect is visible."""
-    from .evaluate import accuracy
-    from .reconstruct import reconstruct
-
-    before = accuracy(adapter.model, test_b, "pruned accuracy before reconstruction")
-    rep = reconstruct(dense, adapter, batches, spec, cfg.recon)
-    return {**rep, "accuracy_before": before["accuracy"]}
-
-
-def _reselect(dense, adapter, batches, spec, cfg: PruneConfig, test_b):
-    """The re-fit with each block's units re-chosen on the way up (optin.reselect): the search's
-    counts, the units that leave the least error after the re-fit. The accuracy before is the
-    search's own choice, narrowed without a re-fit. Returns (the spec kept, the report)."""
-    from .evaluate import accuracy
-    from .narrow import narrow, narrow_tokens
-    from .reconstruct import reconstruct
-    from .reselect import Reselect
-
-    plain = adapter_like(adapter, copy.deepcopy(adapter.model))
-    narrow(plain, spec)
-    before = accuracy(plain.model, test_b, "pruned accuracy before reconstruction")
-    del plain
-    narrow_tokens(adapter, spec)
-    sel = Reselect(adapter, spec, cfg.recon.damp)
-    rep = reconstruct(dense, adapter, batches, spec, cfg.recon, select=sel)
-    adapter.model.config.optin_pruned = True
-    kept = sel.spec()
-    changed = sum(len(set(a) ^ set(b)) // 2 for a, b in zip(spec.heads + spec.neurons, kept.heads + kept.neurons))
-    return kept, {**rep, "accuracy_before": before["accuracy"], "reselected_units": changed}
+    res.extra = extra
+    res.report.update(model=model_spec, model_path=prep.path, data=data_spec, retune=retune,
+                      budget=None if latency else cfg.flops)
+    res.report["seconds"]["total"] = time.time() - t0
+    res.save(out)
+    log(summary(res.report))
+    return res.report
 
 
 def _config_dict(cfg: PruneConfig) -> dict:

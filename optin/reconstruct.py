@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from tqdm.auto import tqdm
@@ -40,6 +40,7 @@ class ReconConfig:
     damp: float = 1e-2   # ridge weight towards the current weights, relative to the Gram's mean diagonal
     calib: int = 512     # calibration examples (bench/recon.py: chosen on dev data)
     reselect: bool = False  # choose which units each block keeps by the error left after the re-fit (optin.reselect)
+    producers: bool = True  # also re-fit the modules that make the kept units (q/k/v, FFN input, CNN conv1)
 
     def check(self) -> None:
         if self.damp < 0:
@@ -219,7 +220,7 @@ def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), 
     finally:
         for m, mode in modes:
             m.train(mode)
-    return {"damp": cfg.damp, "examples": sum(len(b["labels"]) for b in batches), "layers": layers,
+    return {"damp": cfg.damp, "examples": sum(len(next(iter(b.values()))) for b in batches), "layers": layers,
             "seconds": time.time() - t0}
 
 
@@ -232,33 +233,62 @@ def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, c
     if len(d_sites) != len(p_sites):
         raise BadInput(f"block {i}: the dense and pruned models describe different sublayers")
     pos = _positions(spec, i)
-    # dense sums (or, for an inner consumer, the dense consumer's output) of every sublayer, per batch
-    points = {k: ((s.consumer, "output") if p.total is None else (s.total, s.total_at))
-              for k, (s, p) in enumerate(zip(d_sites, p_sites))}
+    # what each sublayer is fit towards, from the dense model: the residual sum it ends in (or, for
+    # an inner consumer, the dense consumer's output); with producers, theirs too: all dense widths
+    points, of = {}, {}
+    for k, (d, p) in enumerate(zip(d_sites, p_sites)):
+        points[k], of[k] = ((d.consumer, "output") if p.total is None else (d.total, d.total_at)), d
+        for j, q in enumerate(d.producers if cfg.producers else ()):
+            points[(k, j)], of[(k, j)] = (q.consumer, "output"), q
     targets = []
     with _taps(points) as got:
-        for j in range(len(batches)):
-            dense_h[j] = dense.run_layer(i, dense_h[j], ctxs_d[j])
+        for b in range(len(batches)):
+            dense_h[b] = dense.run_layer(i, dense_h[b], ctxs_d[b])
             t = {}
-            for k, p in enumerate(p_sites):
-                v = _layout(d_sites[k], got[k]) if p.total is None else _channels_last(got[k])
-                if p.keep_out is not None:
-                    v = v[..., p.keep_out]
-                if pos is not None and p.total is not None:
-                    v = v[:, pos]
-                t[k] = v
+            for key in points:  # sums in the sum's layout; consumers' outputs in their own
+                summed = isinstance(key, int) and p_sites[key].total is not None
+                v = _channels_last(got[key]) if summed else _layout(of[key], got[key])
+                t[key] = v if pos is None else v[:, pos]
             targets.append(t)
     valid = [_valid(pruned, b, i, pos) for b in batches]
+    kept = getattr(select, "kept", None) or (lambda layer, reads: _spec_kept(spec, layer, reads))
     out = []
     for k in range(len(p_sites)):
         if select is not None:
-            select(i, k, p_sites[k], lambda site: _accumulate(pruned, i, k, site, batches, pruned_h, ctxs_p,
-                                                              targets, valid)[0])
+            select(i, k, p_sites[k], lambda site: _accumulate(pruned, i, site, batches, pruned_h, ctxs_p,
+                                                              _at(targets, k, site), valid)[0])
             p_sites = pruned.sublayers(i, spec)
-        out.append(_fit(pruned, i, k, p_sites[k], batches, pruned_h, ctxs_p, targets, valid, cfg))
-    for j in range(len(batches)):
-        pruned_h[j] = pruned.run_layer(i, pruned_h[j], ctxs_p[j])
+        site = p_sites[k]
+        if cfg.producers and not _is_standin(site.consumer):
+            cols = _columns(pruned, i, site.reads, kept(i, site.reads))
+            for j, q in enumerate(site.producers):
+                q = replace(q, keep_out=cols if q.keep_out is None else q.keep_out)
+                row = _fit(pruned, i, q, batches, pruned_h, ctxs_p, _at(targets, (k, j), q), valid, cfg)
+                out.append({**row, "sublayer": k, "producer": j})
+        out.append({**_fit(pruned, i, site, batches, pruned_h, ctxs_p, _at(targets, k, site), valid, cfg),
+                    "sublayer": k, "producer": None})
+    for b in range(len(batches)):
+        pruned_h[b] = pruned.run_layer(i, pruned_h[b], ctxs_p[b])
     return out
+
+
+def _at(targets, key, site) -> list:
+    """The targets of one (sub)layer per batch; an inner one at the dense outputs it keeps."""
+    if site.total is None and site.keep_out is not None:
+        return [t[key][..., site.keep_out] for t in targets]
+    return [t[key] for t in targets]
+
+
+def _spec_kept(spec, i, reads):
+    return list(spec.heads[i]) if reads == "heads" else list(spec.neurons[i])
+
+
+def _columns(adapter, i, reads, units) -> torch.Tensor | None:
+    """Output columns of a producer that make the kept units: each kept head's head_dim columns."""
+    if reads == "heads":
+        hd = adapter.dims().layer_head_dim[i]
+        return torch.tensor([h * hd + c for h in units for c in range(hd)])
+    return torch.tensor(units) if reads == "neurons" else None
 
 
 def _valid(adapter, batch, i, pos):
@@ -266,7 +296,7 @@ def _valid(adapter, batch, i, pos):
     return v if pos is None else v[:, pos]
 
 
-def _accumulate(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid):
+def _accumulate(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid):
     """One sublayer's normal equations over the batches (the pruned model's forward), its current
     weights [W b], whether it has a bias column, and the per-output scale."""
     w0, has_bias = _weights(site)
@@ -283,17 +313,17 @@ def _accumulate(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid):
             pruned.run_layer(i, pruned_h[j], ctxs_p[j])
             z = _layout(site, got["z"])
             if site.total is None:
-                t = targets[j][k]
+                t = targets[j]
             else:  # what the sum misses, in the consumer's units
-                t = z.double() + (targets[j][k].double() - _channels_last(got["s"]).double()) / scale
+                t = z.double() + (targets[j].double() - _channels_last(got["s"]).double()) / scale
             x = None if standin else _layout(site, ops(site.consumer).design(site.consumer, got["x"]))
             eq.add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]))
     return eq, w0, has_bias
 
 
-def _fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> dict:
+def _fit(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> dict:
     """Accumulate one sublayer's normal equations over the batches, solve, write; errors before/after."""
-    eq, w0, has_bias = _accumulate(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid)
+    eq, w0, has_bias = _accumulate(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid)
     standin = _is_standin(site.consumer)
     weight = eq.weight
     norm = max(eq.target_variance(weight), 1e-30)
@@ -303,5 +333,5 @@ def _fit(pruned, i, k, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> 
     if after > before:  # rounding in a near-singular solve: keep what narrowing left
         w, after = w0.double(), before
     _write(site, w, has_bias)
-    return {"layer": i, "sublayer": k, "kind": "bias" if standin else type(site.consumer).__name__,
+    return {"layer": i, "kind": "bias" if standin else type(site.consumer).__name__,
             "inputs": eq.g.shape[0] - int(has_bias), "rows": eq.rows, "before": before, "after": after}

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from .narrow import narrow_heads, narrow_neurons
 
-CHUNKS = 64  # drop up to 1/CHUNKS of what is left to drop per elimination step
+CHUNKS = 8  # drop up to 1/CHUNKS of what is left to drop per elimination step
 
 
 def greedy_keep(eq, width: int, n_keep: int, damp: float) -> list[int]:
@@ -40,36 +40,37 @@ def greedy_keep(eq, width: int, n_keep: int, damp: float) -> list[int]:
     diag = g.diagonal()[:n_cols]
     lam = max(damp * float(diag.mean()), 1e-9 * max(float(diag.max()), 1e-30))
     ainv = torch.linalg.inv(g + lam * torch.eye(g.shape[0], dtype=g.dtype))
-    w = ainv @ c                        # [cols (+1), out]
-    alive = torch.ones(n_units, dtype=torch.bool)
-    cols = torch.arange(n_cols).view(n_units, width)
-    while int(alive.sum()) > n_keep:
-        cost = _costs(ainv, w, w8, cols, alive)
-        m = max(1, (int(alive.sum()) - n_keep) // CHUNKS)
-        drop = torch.argsort(cost)[:m]
-        idx = cols[drop].reshape(-1)
-        s_inv = torch.linalg.inv(ainv[idx][:, idx])
+    w = ainv @ c                      # [cols (+1), out]
+    units = torch.arange(n_units)     # the units still there, in the order of ainv's column blocks
+    while len(units) > n_keep:
+        n = len(units)
+        cost = _costs(ainv, w, w8, n, width)
+        drop = torch.argsort(cost)[:max(1, (n - n_keep) // CHUNKS)]
+        idx = (drop[:, None] * width + torch.arange(width)).reshape(-1)
         a_col = ainv[:, idx]
-        w = w - a_col @ (s_inv @ w[idx])
-        ainv = ainv - a_col @ s_inv @ a_col.T
-        alive[drop] = False
-    return alive.nonzero().flatten().tolist()
+        s_inv = torch.linalg.inv(a_col[idx])
+        w -= a_col @ (s_inv @ w[idx])
+        ainv.addmm_(a_col, s_inv @ a_col.T, alpha=-1.0)
+        # the dropped units' rows and columns are done with: shrink, so each step costs less
+        stay = torch.ones(n, dtype=torch.bool)
+        stay[drop] = False
+        cols = torch.cat([(stay.nonzero().flatten()[:, None] * width + torch.arange(width)).reshape(-1),
+                          torch.arange(n * width, ainv.shape[0])])  # the bias column stays
+        ainv, w, units = ainv[cols][:, cols], w[cols], units[stay]
+    return units.tolist()
 
 
-def _costs(ainv, w, w8, cols, alive) -> torch.Tensor:
-    """Δ of dropping each alive unit alone (inf for the dropped ones)."""
-    n_units, width = cols.shape
+def _costs(ainv, w, w8, n_units, width) -> torch.Tensor:
+    """Δ of dropping each remaining unit alone."""
     if width == 1:
         d = ainv.diagonal()[:n_units].clamp(min=1e-30)
-        cost = (w[:n_units] ** 2 * w8).sum(1) / d
-    else:
-        cost = torch.empty(n_units, dtype=w.dtype)
-        for u in range(n_units):
-            if alive[u]:
-                idx = cols[u]
-                wu = w[idx] * w8.sqrt()
-                cost[u] = torch.trace(wu.T @ torch.linalg.solve(ainv[idx][:, idx], wu))
-    return cost.masked_fill(~alive, float("inf"))
+        return (w[:n_units] ** 2 * w8).sum(1) / d
+    cost = torch.empty(n_units, dtype=w.dtype)
+    for u in range(n_units):
+        idx = torch.arange(u * width, (u + 1) * width)
+        wu = w[idx] * w8.sqrt()
+        cost[u] = torch.trace(wu.T @ torch.linalg.solve(ainv[idx][:, idx], wu))
+    return cost
 
 
 class Reselect:

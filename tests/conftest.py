@@ -183,14 +183,18 @@ WORDS = ("good great fine bad awful dull film movie plot actor scene story funny
          "the a is was and but not very").split()
 
 
-def write_tiny_folder(path, model_type: str, seed: int = 0, **dims):
-    """A tiny classifier saved as a Hugging Face folder, with a WordPiece tokenizer over WORDS."""
+def write_tiny_folder(path, model_type: str, seed: int = 0, vocab_words: bool = False, **dims):
+    """A tiny classifier saved as a Hugging Face folder, with a WordPiece tokenizer over WORDS.
+    vocab_words: build the tokenizer from the vocabulary itself (transformers 5 reads only the
+    special tokens from `vocab_file`, so without it every word is [UNK])."""
     from transformers import BertTokenizerFast
 
     path.mkdir(parents=True, exist_ok=True)
     vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(vocab))
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    vocab.write_text("\n".join(words) + "\n")
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}) if vocab_words else \
+        BertTokenizerFast(vocab_file=str(vocab))
     model = tiny_model(model_type, seed, **dims)
     model.config.pad_token_id = 0
     model.save_pretrained(path)

@@ -77,6 +77,15 @@ class Sublayer:
     # the consumer's input/output layout → [B, tokens, C] rows in the sum's token order
     # (Swin's windows); None: the same layout already
     rows: object = None
+    # inner sublayers that make the units this consumer reads (q/k/v for heads, the first FFN
+    # Linear for neurons, a CNN block's first conv): re-fit first, towards the dense outputs at
+    # the kept units (their keep_out; None: derived from what the consumer reads and keeps)
+    producers: tuple = ()
+
+
+def inner(*modules, **kw) -> tuple[Sublayer, ...]:
+    """Inner sublayers (no residual sum) for the given producer modules."""
+    return tuple(Sublayer(m, None, reads="hidden", **kw) for m in modules)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough, Sublayer
+from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough, Sublayer, inner
 from .registry import register
 
 
@@ -62,8 +62,11 @@ class BertAdapter(Adapter):
     def sublayers(self, i, spec=None):
         # post-LN: each sublayer's output is added to its input inside the LayerNorm's argument
         layer = self.layers()[i]
-        return [Sublayer(layer.attention.output.dense, layer.attention.output.LayerNorm, reads="heads"),
-                Sublayer(layer.output.dense, layer.output.LayerNorm)]
+        s = layer.attention.self
+        qkv = () if isinstance(s, PassThrough) else inner(s.query, s.key, s.value)
+        fc1 = () if isinstance(layer.intermediate, PassThrough) else inner(layer.intermediate.dense)
+        return [Sublayer(layer.attention.output.dense, layer.attention.output.LayerNorm, reads="heads", producers=qkv),
+                Sublayer(layer.output.dense, layer.output.LayerNorm, producers=fc1)]
 
 
 @register
@@ -130,9 +133,12 @@ class DistilBertAdapter(Adapter):
 
     def sublayers(self, i, spec=None):
         layer = self.layers()[i]
-        att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.out_lin
-        ffn = layer.ffn if isinstance(layer.ffn, BiasOnly) else layer.ffn.lin2
-        return [Sublayer(att, layer.sa_layer_norm, reads="heads"), Sublayer(ffn, layer.output_layer_norm)]
+        a, f = layer.attention, layer.ffn
+        att = Sublayer(a, layer.sa_layer_norm, reads="heads") if isinstance(a, BiasOnly) else Sublayer(
+            a.out_lin, layer.sa_layer_norm, reads="heads", producers=inner(a.q_lin, a.k_lin, a.v_lin))
+        ffn = Sublayer(f, layer.output_layer_norm) if isinstance(f, BiasOnly) else Sublayer(
+            f.lin2, layer.output_layer_norm, producers=inner(f.lin1))
+        return [att, ffn]
 
 
 class _BiasAttention(BiasOnly):

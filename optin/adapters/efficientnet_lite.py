@@ -18,7 +18,7 @@ import torch
 from ..errors import UnsupportedModel
 from ..models import efficientnet_lite as _model  # registers the model with the Auto classes
 from ..channels import BatchNormOps
-from .base import Channels, Sublayer
+from .base import Channels, Sublayer, inner
 from .conv import ConstantBranch, ConvAdapter, apply_eval
 from .registry import register
 
@@ -116,7 +116,10 @@ class EfficientNetLiteAdapter(ConvAdapter):
         b = self.layers()[i]
         if b.branch is not None:
             return [Sublayer(b.branch, b, "output")]
-        return [Sublayer(b.project_conv, b, "output", scale=BatchNormOps.affine(b.bn2)[0], bias_into=b.bn2)]
+        keep = None if spec is None else torch.tensor(spec.neurons[i])
+        # the expand conv makes the channels (the depthwise conv carries them one to one: not re-fit)
+        return [Sublayer(b.project_conv, b, "output", scale=BatchNormOps.affine(b.bn2)[0], bias_into=b.bn2,
+                         producers=inner(b.expand_conv, bias_into=b.bn0, keep_out=keep))]
 
     # --- narrowing --------------------------------------------------------------------------------
     def empty_runs(self, i, runs):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from ..channels import BatchNormOps
-from .base import Channels, Sublayer
+from .base import Channels, Sublayer, inner
 from .conv import (ConstantBranch, ConvAdapter, apply_eval, conv_macs, conv_out, per_in_channel, per_out_channel,
                    per_pair)
 from .registry import register
@@ -156,15 +156,19 @@ class ResNetAdapter(ConvAdapter):
         convs = self._convs(i)
         if not convs:  # emptied branch: its constant is the only thing left to fit
             return [Sublayer(block.layer, block.activation)]
-        last = convs[-1]
-        out = [Sublayer(last.convolution, block.activation, scale=BatchNormOps.affine(last.normalization)[0],
-                        bias_into=last.normalization)]
-        if self.bottleneck:
-            w = self._dense_inner(i)
-            keep = None if spec is None else torch.tensor([n - w for n in spec.neurons[i] if n >= w])
-            mid = convs[1]
-            out.insert(0, Sublayer(mid.convolution, None, bias_into=mid.normalization, keep_out=keep))
-        return out
+        last, first = convs[-1], convs[0]
+        w = self._dense_inner(i)
+        run1 = None if spec is None else torch.tensor([n for n in spec.neurons[i] if n < w])
+        # conv1 makes the channels the next conv reads: an inner producer, its bias into its BatchNorm
+        conv1 = inner(first.convolution, bias_into=first.normalization, keep_out=run1)
+        if not self.bottleneck:
+            return [Sublayer(last.convolution, block.activation, scale=BatchNormOps.affine(last.normalization)[0],
+                             bias_into=last.normalization, producers=conv1)]
+        run2 = None if spec is None else torch.tensor([n - w for n in spec.neurons[i] if n >= w])
+        mid = convs[1]
+        return [Sublayer(mid.convolution, None, bias_into=mid.normalization, keep_out=run2, producers=conv1),
+                Sublayer(last.convolution, block.activation, scale=BatchNormOps.affine(last.normalization)[0],
+                         bias_into=last.normalization)]
 
     # --- narrowing --------------------------------------------------------------------------------
     def empty_runs(self, i, runs):

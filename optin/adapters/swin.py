@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer
+from .base import BiasOnly, Dims, LayerParts, PassThrough
 from .registry import register
 from .image import pair as _pair
-from .vit import ViTAdapter, _BiasAttention
+from .vit import ViTAdapter, _BiasAttention, attention_sublayer, mlp_sublayer
 
 
 @register
@@ -141,10 +141,9 @@ class SwinAdapter(ViTAdapter):
         order of the residual sum the way the block itself does (window reverse, un-shift, crop)."""
         layer = self.layers()[i]
         s, _, _ = self._stages()[i]
-        att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.o_proj
-        ffn = layer.mlp if isinstance(layer.mlp, BiasOnly) else layer.mlp.fc2
-        return [Sublayer(att, layer.layernorm_after, reads="heads", rows=_window_rows(layer, self._grids()[s])),
-                Sublayer(ffn, layer, "output")]
+        # q/k/v and o_proj share the window layout: only the sum's rows need putting back
+        return [attention_sublayer(layer.attention, layer.layernorm_after, rows=_window_rows(layer, self._grids()[s])),
+                mlp_sublayer(layer.mlp, layer, "output")]
 
     def head_macs(self):
         """Patch embedding (a conv: every patch pixel × channel to embed_dim), each patch merging

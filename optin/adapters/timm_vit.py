@@ -17,7 +17,7 @@ from __future__ import annotations
 
 
 from ..models import timm_vit as _model  # registers the model with the Auto classes
-from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer
+from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer, inner
 from .image import ImageAdapter
 from .registry import register
 
@@ -101,10 +101,12 @@ class TimmViTAdapter(ImageAdapter):
     def sublayers(self, i, spec=None):
         # x + ls1(attn(norm1(x))): the attention sum is norm2's input; LayerScale scales the consumer
         b = self.layers()[i]
-        att = b.attn if isinstance(b.attn, BiasOnly) else b.attn.proj
-        ffn = b.mlp if isinstance(b.mlp, BiasOnly) else b.mlp.fc2
-        return [Sublayer(att, b.norm2, reads="heads", scale=_gamma(b.ls1)),
-                Sublayer(ffn, b, "output", scale=_gamma(b.ls2))]
+        a, m = b.attn, b.mlp
+        att = Sublayer(a, b.norm2, reads="heads", scale=_gamma(b.ls1)) if isinstance(a, BiasOnly) else Sublayer(
+            a.proj, b.norm2, reads="heads", scale=_gamma(b.ls1), producers=inner(a.qkv.q, a.qkv.k, a.qkv.v))
+        ffn = Sublayer(m, b, "output", scale=_gamma(b.ls2)) if isinstance(m, BiasOnly) else Sublayer(
+            m.fc2, b, "output", scale=_gamma(b.ls2), producers=inner(m.fc1))
+        return [att, ffn]
 
 
 def _gamma(ls):

@@ -13,7 +13,7 @@ image and patch sizes. The classifier reads the final LayerNorm of [CLS].
 from __future__ import annotations
 
 
-from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer
+from .base import BiasOnly, Dims, LayerParts, PassThrough, Sublayer, inner
 from .image import ImageAdapter
 from .image import pair as _pair
 from .registry import register
@@ -92,9 +92,22 @@ class ViTAdapter(ImageAdapter):
     def sublayers(self, i, spec=None):
         # pre-LN: the attention sum is what layernorm_after reads, the FFN sum is the block's output
         layer = self.layers()[i]
-        att = layer.attention if isinstance(layer.attention, BiasOnly) else layer.attention.o_proj
-        ffn = layer.mlp if isinstance(layer.mlp, BiasOnly) else layer.mlp.fc2
-        return [Sublayer(att, layer.layernorm_after, reads="heads"), Sublayer(ffn, layer, "output")]
+        return [attention_sublayer(layer.attention, layer.layernorm_after),
+                mlp_sublayer(layer.mlp, layer, "output")]
+
+
+def attention_sublayer(a, total, **kw) -> Sublayer:
+    """q/k/v_proj → o_proj attention (ViT, DeiT, Swin), or the stand-in of an emptied one."""
+    if isinstance(a, BiasOnly):
+        return Sublayer(a, total, reads="heads", **kw)
+    return Sublayer(a.o_proj, total, reads="heads", producers=inner(a.q_proj, a.k_proj, a.v_proj), **kw)
+
+
+def mlp_sublayer(mlp, total, at="input", **kw) -> Sublayer:
+    """fc1 → fc2 MLP, or the stand-in of an emptied one."""
+    if isinstance(mlp, BiasOnly):
+        return Sublayer(mlp, total, at, **kw)
+    return Sublayer(mlp.fc2, total, at, producers=inner(mlp.fc1), **kw)
 
 
 @register
