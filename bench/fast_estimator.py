@@ -64,7 +64,10 @@ def timed_round(ad, batches, methods, rounds: int, once=()):
     return secs, med, scores
 
 
-def part_result(ad, batches, rounds, ceiling=True):
+def part_result(ad, batches, rounds, ceiling=True, timing_only=False):
+    if timing_only:  # optin-fast against Fisher only (optin-est on BERT-base takes half an hour)
+        secs, med, _ = timed_round(ad, batches, ["fisher", "optin-fast"], rounds)
+        return {"seconds": secs, "median_s": med, "fast_over_fisher": med["optin-fast"] / med["fisher"]}, None
     methods = ["fisher", "optin-fast", "fisher-batch", "optin-est"]
     secs, med, scores = timed_round(ad, batches, methods, rounds, once=("optin-est",))
     # optin-est with another probe seed: how well today's estimate agrees with itself
@@ -89,6 +92,7 @@ ap.add_argument("--quick", action="store_true", help="32 calibration snippets, 2
 ap.add_argument("--threads", type=int, default=2, help="torch threads")
 ap.add_argument("--base-ceiling", action="store_true", help="BERT-base: also optin-est with a second seed (long)")
 ap.add_argument("--fast-probes", type=int, default=None, help="optin-fast's probes (results under minilm_pN / bert_base_pN)")
+ap.add_argument("--timing-only", action="store_true", help="BERT-base: time optin-fast against Fisher only")
 ap.add_argument("--no-ceiling", action="store_true", help="minilm-rt: skip optin-est with a second seed")
 a = ap.parse_args()
 if a.fast_probes:
@@ -118,8 +122,9 @@ if a.part in ("base", "all"):
 
     torch.manual_seed(0)
     model = BertForSequenceClassification(BertConfig(num_labels=2)).eval()  # 12 × 768, 12 heads, FFN 3072
-    row, _ = part_result(adapter_for(model), S["calib"], 1 if a.quick else 2, ceiling=a.base_ceiling)
-    res["bert_base" + tag] = {"model": "bert-base-uncased shape (random init)", "threads": a.threads, "calibration":
+    row, _ = part_result(adapter_for(model), S["calib"], 1 if a.quick else 2, ceiling=a.base_ceiling,
+                         timing_only=a.timing_only)
+    res["bert_base" + tag + ("_timing" if a.timing_only else "")] = {"model": "bert-base-uncased shape (random init)", "threads": a.threads, "calibration":
                         sum(len(b["labels"]) for b in S["calib"]), "seq": "≤ 64 (real snippets, padded per batch)",
                         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, **row}
 mine, res = res, (json.load(open(out)) if os.path.exists(out) else {})  # the parts run separately merge
@@ -128,24 +133,33 @@ with open(out, "w") as fh:
     json.dump(res, fh, indent=1)
 
 plt = _plt()
-fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-parts = [(k, res[k]) for k in ("minilm", "bert_base") if k in res]
-names = ["fisher-batch", "fisher", "optin-fast", "optin-est"]
+fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+parts = [(k, r) for k, r in res.items() if isinstance(r, dict) and "median_s" in r]
+labels, values, colours = [], [], []
 for j, (k, r) in enumerate(parts):
-    axes[0].barh([f"{k}: {n}" for n in names], [r["median_s"][n] for n in names], color=f"C{j}")
+    for n, v in r["median_s"].items():
+        labels.append(f"{k}: {n}")
+        values.append(v)
+        colours.append(f"C{j}")
+axes[0].barh(labels, values, color=colours)
+axes[0].tick_params(axis="y", labelsize=7)
 axes[0].set_xscale("log")
 axes[0].set_xlabel("scoring seconds, 128 snippets (median of interleaved rounds, log)")
-if "minilm" in res and "test" in res["minilm"]["dense"]:
-    acc = res["minilm"]["accuracy"]
-    for m in ("optin-fast", "optin-est", "fisher-batch", "fisher"):
-        pts = [p for p in acc if p["method"] == m]
+for k, r in res.items():
+    if not (k.startswith("minilm") and isinstance(r, dict) and "test" in r.get("dense", {})):
+        continue
+    for m in dict.fromkeys(p["method"] for p in r["accuracy"]):
+        pts = [p for p in r["accuracy"] if p["method"] == m]
         axes[1].errorbar([p["budget"] for p in pts], [100 * p["test"] for p in pts],
-                         yerr=[100 * p["test_ci95"] for p in pts], marker="o", capsize=3, label=f"{m} (this run)")
-    axes[1].plot(list(README_EST), [100 * v for v in README_EST.values()], "k:", marker="x",
-                 label="optin-est (bench/README, before)")
-    axes[1].axhline(100 * res["minilm"]["dense"]["test"]["accuracy"], color="gray", ls="--", label="dense")
-    axes[1].set(xlabel="MACs kept (fraction of dense)", ylabel="minilm-rt test accuracy % (n=5,000)")
-    axes[1].legend(fontsize=7)
+                         yerr=[100 * p["test_ci95"] for p in pts], marker="o", capsize=3,
+                         label=f"{m} ({r.get('fast_probes')} probes)" if m == "optin-fast" else m)
+    dense_test = r["dense"]["test"]["accuracy"]
+for ref, name in ((README_EST, "optin-est (bench/README)"), (README_FISHER, "fisher (bench/README)")):
+    axes[1].plot(list(ref), [100 * v for v in ref.values()], ":", marker="x", label=name)
+if any(k.startswith("minilm") for k in res):
+    axes[1].axhline(100 * dense_test, color="gray", ls="--", label="dense")
+axes[1].set(xlabel="MACs kept (fraction of dense)", ylabel="minilm-rt test accuracy % (n=5,000, 95% CI)")
+axes[1].legend(fontsize=7)
 fig.suptitle("optin-fast vs optin-est vs Fisher: scoring time and masks-only accuracy", fontsize=10)
 fig.tight_layout()
 fig.savefig(os.path.join(RESULTS, "fast_estimator" + ("_quick" if a.quick else "") + ".png"), dpi=120)
