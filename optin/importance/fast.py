@@ -37,9 +37,9 @@ from . import register
 from .estimate import _signs, kd_root, per_example_masks
 from .trajectory import layer_rows, rescore
 
-# backward passes per batch for the MD terms. On minilm-rt's calibration set, with a fresh random
-# assignment per probe, 4 probes ranked units like optin-est at Spearman 0.977 (1.6x Fisher's time)
-# and 8 at 0.981 (2.6x); with the rotation, 6 gave 0.981 at 1.8x (bench/fast_estimator.py)
+# backward passes per batch for the MD terms. minilm-rt's calibration set, Spearman with optin-est:
+# 4 random 0.977, 6 rotation 0.981 (but 1.5 points lost at 0.4), 8 rotation 0.982 at 2.6x Fisher's
+# time on BERT-base (bench/fast_estimator.py)
 PROBES = 8
 
 
