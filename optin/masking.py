@@ -98,8 +98,9 @@ def mask_variables(adapter):
     the hooks, with the model's own parameters frozen meanwhile: gradients reach only the masks
     (and are zero for units beyond a layer's own width)."""
     d = adapter.dims()
-    hm = torch.ones(d.num_layers, d.num_heads, requires_grad=True)
-    nm = torch.ones(d.num_layers, d.ffn_size, requires_grad=True)
+    dev = next(adapter.model.parameters()).device
+    hm = torch.ones(d.num_layers, d.num_heads, device=dev, requires_grad=True)
+    nm = torch.ones(d.num_layers, d.ffn_size, device=dev, requires_grad=True)
     params = [p for p in adapter.model.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)

@@ -28,6 +28,8 @@ input columns of the output projections, so the narrowed model has the same shap
 """
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -142,6 +144,19 @@ def _swap(block: torch.Tensor, r: torch.Tensor, max_swaps: int) -> torch.Tensor:
     return r
 
 
+EXACT_SUBSETS = 4096  # C(12, 6) = 924: every head row of a 12-head layer is solved exactly
+
+
+def _exact(block: torch.Tensor, n_remove: int) -> torch.Tensor:
+    """The best removal set of size n_remove by enumeration. Swaps alone can stall: two heads
+    whose Fisher cross term is strongly negative are cheap to remove together and dear one at a
+    time (a 4-head MPNet layer: removing {0, 1} costs 9.9, the swap search stopped at 18.7)."""
+    U = block.shape[0]
+    subsets = torch.tensor(list(itertools.combinations(range(U), n_remove)), dtype=torch.long)
+    r = torch.zeros(len(subsets), U, dtype=block.dtype).scatter_(1, subsets, 1.0)
+    return r[int(torch.argmin(torch.einsum("cu,uv,cv->c", r, block, r)))].bool()
+
+
 def _rearrange_layers(mask: torch.Tensor, blocks: torch.Tensor, max_swaps: int | None,
                       present: torch.Tensor | None = None) -> torch.Tensor:
     out = mask.clone()
@@ -156,6 +171,8 @@ def _rearrange_layers(mask: torch.Tensor, blocks: torch.Tensor, max_swaps: int |
         # refine both the search's choice and the greedy one; the search's wins ties, so the
         # result never scores worse than the input
         cands = [_swap(I, ~keep, swaps), _swap(I, _greedy(I, n_remove), swaps)]
+        if math.comb(U, n_remove) <= EXACT_SUBSETS:  # heads: few enough to enumerate
+            cands.append(_exact(I, n_remove))
         costs = [float(r.double() @ I @ r.double()) for r in cands]
         best = cands[min(range(len(cands)), key=lambda j: (costs[j], j))]
         out[i, units] = (~best).to(mask.dtype)

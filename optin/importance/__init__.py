@@ -59,4 +59,4 @@ def get_method(name: str):
     return METHODS[name]
 
 
-from . import baselines, estimate, fisher, trajectory  # noqa: E402,F401  (register the methods)
+from . import baselines, estimate, fast, fisher, trajectory  # noqa: E402,F401  (register the methods)

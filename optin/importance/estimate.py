@@ -15,33 +15,66 @@ the same `combine` (depth modes, λ).
 It is a linearisation: a unit whose removal moves the features far from the dense point (a whole
 head, more than one neuron) may be misjudged; bench/estimator.py measures the rank correlation
 and accuracy against exact scoring. The Gram rows are the exact method's, drawn with the same seed.
+`optin-fast` (fast.py) estimates the same terms from one backward pass per probe for all layers.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import distributed
-from ..masking import mask_variables
+from ..masking import mask_hooks, mask_variables
 from . import register
 from .trajectory import _gram, layer_rows, rescore
 
 PROBES = 8  # Hutchinson probes per target per batch (relative noise ~ sqrt(2 / (probes × batches)))
 
 
-def _signs(shape, gen) -> torch.Tensor:
-    return torch.randint(0, 2, shape, generator=gen).float() * 2 - 1
+def _signs(shape, gen, device="cpu") -> torch.Tensor:
+    return (torch.randint(0, 2, shape, generator=gen).float() * 2 - 1).to(device)  # same draws on any device
+
+
+def kd_root(logp: torch.Tensor) -> torch.Tensor:
+    """[B, C, C] rows a_b with a_bᵀa_b = diag(p_b) − p_b p_bᵀ (the softmax Fisher, rank C − 1; the row
+    of the zero eigenvalue is zero), so that Σ_c p_c (∂ log p_c)² = |a_b ∂ log p_b|² = |a_b ∂z_b|²."""
+    p = logp.detach().exp().double()
+    evals, evecs = torch.linalg.eigh(torch.diag_embed(p) - p[:, :, None] * p[:, None, :])
+    return (evals.clamp(min=0).sqrt()[:, :, None] * evecs.transpose(1, 2)).to(logp.dtype)
+
+
+@contextmanager
+def per_example_masks(adapter, batch_size: int, device):
+    """mask_variables with one mask per example: all-ones head [B, layers, heads] and neuron
+    [B, layers, ffn] masks that require grad, in the hooks, the model's parameters frozen meanwhile.
+    Examples do not interact (before a Gram matrix), so the gradient with respect to example b's
+    mask is b's own Jacobian row."""
+    d = adapter.dims()
+    hm = torch.ones(batch_size, d.num_layers, d.num_heads, device=device, requires_grad=True)
+    nm = torch.ones(batch_size, d.num_layers, d.ffn_size, device=device, requires_grad=True)
+    params = [p for p in adapter.model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        with mask_hooks(adapter) as state:
+            state.heads, state.neurons = list(hm.unbind(1)), list(nm.unbind(1))
+            yield hm, nm
+    finally:
+        for p in params:
+            p.requires_grad_(True)
 
 
 @register("optin-est")
 def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
     d = adapter.dims()
     L = d.num_layers
-    md_h = torch.zeros(L, d.num_heads, L)   # [layer, unit, target layer z]
-    md_n = torch.zeros(L, d.ffn_size, L)
-    kd_h = torch.zeros(L, d.num_heads)
-    kd_n = torch.zeros(L, d.ffn_size)
+    dev = next(adapter.model.parameters()).device
+    md_h = torch.zeros(L, d.num_heads, L, device=dev)   # [layer, unit, target layer z]
+    md_n = torch.zeros(L, d.ffn_size, L, device=dev)
+    kd_h = torch.zeros(L, d.num_heads, device=dev)
+    kd_n = torch.zeros(L, d.ffn_size, device=dev)
     rows_gen = torch.Generator().manual_seed(cfg.seed)  # the exact method's token rows, in batch order
     rows = [layer_rows(adapter, b, cfg.rows_per_batch, rows_gen) for b in batches]
     mine = distributed.shard(range(len(batches)))  # all of them unless launched by torchrun
@@ -66,17 +99,18 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
             for z in range(L):
                 w_md = 1.0 / (probes * grams[z].numel())  # rows may differ by layer (Swin stages)
                 for _ in range(probes):
-                    accumulate((_signs(grams[z].shape, probe_gen) * grams[z]).sum(),
+                    accumulate((_signs(grams[z].shape, probe_gen, dev) * grams[z]).sum(),
                                md_h[..., z], md_n[..., z], w_md)
                     bar.update()
             # KD: Σ_b Σ_c p_bc (∂ log p_bc)² from signed, sqrt(p)-weighted sums; ½ and batchmean
             sqrt_p = logp.detach().exp().sqrt()
             for _ in range(probes):
-                accumulate((_signs(logp.shape, probe_gen) * sqrt_p * logp).sum(), kd_h, kd_n,
+                accumulate((_signs(logp.shape, probe_gen, dev) * sqrt_p * logp).sum(), kd_h, kd_n,
                            0.5 / (probes * logp.shape[0]))
                 bar.update()
         bar.close()
     distributed.reduce_sum(md_h, md_n, kd_h, kd_n)
+    md_h, md_n, kd_h, kd_n = (x.cpu() for x in (md_h, md_n, kd_h, kd_n))
     n = len(batches)
     # the units each layer has, in (layer, unit) order: boolean indexing keeps row-major order
     ph, pn = d.present()

@@ -98,7 +98,7 @@ class _DenseCache:
                     valid = adapter.valid_tokens(b, i)  # the tokens this block's FFN ran on
                     for r, (run, start) in enumerate(runs[i]):
                         a = ops(run.consumer).rows(acts[(i, r)], valid)
-                        act[i, start:start + run.width] += a.abs().sum(0)
+                        act[i, start:start + run.width] += a.abs().sum(0).cpu()
                         count[i, start:start + run.width] += a.shape[0]
                 logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
                 self.items.append((inputs, ctx, rows, grams, logp))
@@ -108,7 +108,7 @@ class _DenseCache:
         out_norm = torch.zeros(d.num_layers, d.ffn_size)
         for i in range(d.num_layers):
             for run, start in runs[i]:
-                out_norm[i, start:start + run.width] = ops(run.consumer).in_norm(run.consumer)
+                out_norm[i, start:start + run.width] = ops(run.consumer).in_norm(run.consumer).cpu()
         self.neuron_proxy = act / count.clamp(min=1) * out_norm
 
 
@@ -164,8 +164,9 @@ def trajectory(adapter, batches, cfg):
     d = adapter.dims()
     cache = _DenseCache(adapter, batches, cfg.rows_per_batch, cfg.seed)
     cands = _candidates(d, cache.neuron_proxy, cfg.group_size)
-    md = torch.zeros(len(cands), d.num_layers)
-    kd = torch.zeros(len(cands))
+    dev = next(adapter.model.parameters()).device
+    md = torch.zeros(len(cands), d.num_layers, device=dev)
+    kd = torch.zeros(len(cands), device=dev)
     passes = distributed.shard(_passes(cands, cfg.candidates_per_pass))  # all, unless under torchrun
     with mask_hooks(adapter) as state:
         bar = tqdm(total=sum(map(len, passes)), desc="trajectory scores", unit="cand",
@@ -173,7 +174,7 @@ def trajectory(adapter, batches, cfg):
         for group in passes:
             i, kind = cands[group[0]][:2]
             k = len(group)
-            mask = torch.ones(k, d.num_heads if kind == "head" else d.ffn_size)
+            mask = torch.ones(k, d.num_heads if kind == "head" else d.ffn_size, device=dev)
             for r, c in enumerate(group):
                 mask[r, cands[c][2]] = 0.0
             for inputs, ctx, rows, grams, logp in cache.items:
@@ -192,8 +193,7 @@ def trajectory(adapter, batches, cfg):
         bar.close()
         state.clear()
     distributed.reduce_sum(md, kd)
-    md /= len(cache.items)
-    kd /= len(cache.items)
+    md, kd = md.cpu() / len(cache.items), kd.cpu() / len(cache.items)
     raw = {"md": md, "kd": kd, "layer": torch.tensor([c[0] for c in cands]), "kind": [c[1] for c in cands],
            "units": [c[2] for c in cands], "proxy": cache.neuron_proxy, "dims": d}
     return rescore(raw, cfg.depth, cfg.lam, meta={"group_size": cfg.group_size})

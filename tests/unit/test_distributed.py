@@ -10,7 +10,7 @@ from test_cli import run_cli
 ARGS = ["--flops", "0.5", "--calib", "16", "--group-size", "8", "--max-length", "16", "--no-fvcore"]
 
 
-@pytest.mark.parametrize("method", ["optin", "optin-est"])
+@pytest.mark.parametrize("method", ["optin", "optin-est", "optin-fast"])
 def test_two_processes_same_mask(tiny_folders, tiny_csv, tmp_path, method):
     model, data = str(tiny_folders["bert"]), str(tiny_csv)
     one = run_cli("prune", model, "--data", data, "--out", str(tmp_path / "one"), "--method", method, *ARGS)

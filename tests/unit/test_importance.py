@@ -22,7 +22,7 @@ def _dead_head_model(family):
     return model, a
 
 
-@pytest.mark.parametrize("method", ["optin", "optin-est", "fisher"])
+@pytest.mark.parametrize("method", ["optin", "optin-est", "optin-fast", "fisher", "fisher-batch"])
 def test_dead_head_scores_zero(attention_family, method):
     family = attention_family  # heads only
     model, a = _dead_head_model(family)
@@ -113,3 +113,56 @@ def test_estimate_tracks_exact_scores(family):
     assert _spearman(est.neurons[present], exact.neurons[present]) > 0.8
     again = get_method("optin-est")(a, tiny_batches(), cfg)
     assert torch.equal(est.neurons, again.neurons) and torch.equal(est.heads, again.heads)
+
+
+def test_fast_estimate_tracks_exact_scores(family):
+    """optin-fast (one backward pass per probe for every layer, per-example masks) ranks neurons like
+    exact masking, and is deterministic for a seed."""
+    a = adapter_for(tiny_model(family))
+    cfg = ScoreConfig(group_size=1, rows_per_batch=16)
+    exact = get_method("optin")(a, tiny_batches(), cfg)
+    fast = get_method("optin-fast")(a, tiny_batches(), cfg)
+    present = torch.isfinite(exact.neurons)
+    assert _spearman(fast.neurons[present], exact.neurons[present]) > 0.8
+    again = get_method("optin-fast")(a, tiny_batches(), cfg)
+    assert torch.equal(fast.neurons, again.neurons) and torch.equal(fast.heads, again.heads)
+    raw = fast.meta["raw"]
+    for c, layer in enumerate(raw["layer"].tolist()):  # nothing before a unit's own layer changes
+        assert (raw["md"][c, :layer] == 0).all()
+
+
+def test_fast_kd_is_exact_for_two_classes():
+    """With two classes one backward pass over per-example masks gives ½ Σ_c p_c (∂ log p_c/∂m_u)²
+    exactly: here against each example's own backward passes, one per class."""
+    from optin.masking import mask_variables
+
+    a = adapter_for(tiny_model("bert", labels=2))
+    batches = tiny_batches(labels=2)
+    fast = get_method("optin-fast")(a, batches, ScoreConfig(rows_per_batch=16), probes=1)
+    d = a.dims()
+    want_h, want_n = torch.zeros(d.num_layers, d.num_heads), torch.zeros(d.num_layers, d.ffn_size)
+    for b in batches:
+        for j in range(len(b["labels"])):
+            ex = {k: v[j:j + 1] for k, v in b.items()}
+            with mask_variables(a) as (hm, nm):
+                logp = torch.log_softmax(a.forward(ex).float(), -1)[0]
+                for c in range(2):
+                    gh, gn = torch.autograd.grad(logp[c], [hm, nm], retain_graph=True)
+                    want_h += 0.5 * logp[c].exp().detach() * gh ** 2 / len(b["labels"]) / len(batches)
+                    want_n += 0.5 * logp[c].exp().detach() * gn ** 2 / len(b["labels"]) / len(batches)
+    got = fast.meta["raw"]["kd"]
+    # float32 rounding of batched vs one-example passes: ~1e-4; a probed KD would be off by tens of per cent
+    assert torch.allclose(got, torch.cat([want_h.flatten(), want_n.flatten()]), rtol=1e-3, atol=1e-10)
+
+
+def test_fisher_batch_of_one_is_fisher():
+    """Kwon et al.'s batched Fisher squares each batch's gradient: on batches of one example it is
+    the per-example Fisher (which trims padding; the batched form masks it)."""
+    a = adapter_for(tiny_model("bert"))
+    singles = [{k: v[j:j + 1] for k, v in b.items()} for b in tiny_batches() for j in range(len(b["labels"]))]
+    per_example = get_method("fisher")(a, tiny_batches(), CFG)
+    batched = get_method("fisher-batch")(a, singles, CFG)
+    assert torch.allclose(per_example.heads, batched.heads, rtol=1e-3, atol=1e-10)
+    assert torch.allclose(per_example.neurons, batched.neurons, rtol=1e-3, atol=1e-10)
+    whole = get_method("fisher-batch")(a, tiny_batches(), CFG)
+    assert not torch.allclose(whole.neurons, per_example.neurons, rtol=1e-2)  # squaring after averaging differs

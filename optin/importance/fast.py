@@ -1,0 +1,140 @@
+"""The OPTIN trajectory estimate in one backward pass per probe for every target layer:
+`--method optin-fast`.
+
+Same targets, linearisation and `combine` as `optin-est` (estimate.py): removing unit u of layer i
+costs MD_z(u) ≈ ‖∂G_z/∂m_u‖²/R² at each target layer z ≥ i and KD(u) ≈ ½ Σ_c p_c (∂ log p_c/∂m_u)²;
+depth "normalized" divides each MD_z by its mean over the units that reach z and averages over the
+reached layers. optin-est spends a backward pass per probe *and* target layer; here:
+
+1. Per-example masks ([batch, layers, units], all ones). Examples do not interact before the
+   Gram matrix, so the gradient with respect to example b's mask is b's own share J_{z,b} of the
+   Gram change. The score sums each example's share squared, Σ_b ‖J_{z,b} u‖², i.e. it drops the
+   cross-example products ⟨J_{z,b} u, J_{z,b'} u⟩ of ‖Σ_b J_{z,b} u‖². Measured (bench/
+   fast_estimator.py): they are a few per cent of the total and change the ranking less than
+   optin-est's own probe noise does.
+2. One probe serves every layer: each example is assigned one target layer (a random rotation:
+   B/L examples per layer in every probe, a new layer for each example in each of L probes), and layer z's probe v_z · G̃_z lets gradient through only the
+   Gram rows of the examples assigned to z (the other rows are detached). So example b's mask
+   gradient holds layer z(b)'s term alone, with no cross terms between layers: per probe, every
+   layer gets an unbiased estimate of its share from B/L examples (scaled by B/|S_z|), and the
+   normaliser of `combine` is the mean of the same estimates, so a probe's shared random factor
+   divides out (a separate pilot for the weights would not: its noise does not cancel).
+3. KD exactly in one more pass: Σ_b |a_b ∂z_b|² with a_b the rank-(C − 1) root of the softmax
+   Fisher (estimate.kd_root); exact for two classes.
+
+Cost per calibration batch: one forward with graph, `probes` + 1 backward passes through the
+whole model (optin-est: probes × (layers + 1) passes of mean depth (layers + 1) / 2). Text
+batches are re-formed by length first (`by_length`), so they compute little padding.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import distributed
+from . import register
+from .estimate import _signs, kd_root, per_example_masks
+from .trajectory import layer_rows, rescore
+
+# backward passes per batch for the MD terms. minilm-rt's calibration set, Spearman with optin-est:
+# 4 random 0.977, 6 rotation 0.981 (but 1.5 points lost at 0.4), 8 rotation 0.982 at 2.6x Fisher's
+# time on BERT-base (bench/fast_estimator.py)
+PROBES = 8
+
+
+def by_length(batches: list[dict]) -> list[dict]:
+    """The same examples in batches of the same sizes, sorted by length and each trimmed to its
+    longest member: a batched pass then computes little padding (Fisher's one-example passes
+    compute none). Image batches (no attention_mask) and left-padded text are returned as they are."""
+    if not batches or "attention_mask" not in batches[0]:
+        return batches
+    masks = [b["attention_mask"] for b in batches]
+    if any(bool((m[:, 1:] > m[:, :-1]).any()) for m in masks):  # not padded on the right
+        return batches
+    n = max(m.shape[1] for m in masks)
+    pads = torch.cat([b["input_ids"][m == 0] for b, m in zip(batches, masks)])
+    pad = {k: 0 for k in batches[0]}
+    pad["input_ids"] = int(pads[0]) if len(pads) else 0  # the tokenizer's own pad id (positions may depend on it)
+    rows = {k: torch.cat([F.pad(b[k], (0, n - b[k].shape[1]), value=pad[k]) if b[k].dim() == 2 else b[k]
+                          for b in batches]) for k in batches[0]}
+    order = torch.argsort(rows["attention_mask"].sum(1), stable=True)
+    out, start = [], 0
+    for b in batches:
+        idx = order[start:start + len(b["labels"])]
+        start += len(idx)
+        width = int(rows["attention_mask"][idx].sum(1).max())
+        out.append({k: (v[idx, :width] if v.dim() == 2 else v[idx]) for k, v in rows.items()})
+    return out
+
+
+def _rows_features(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row-normalised features of the Gram rows, and the example each row belongs to."""
+    f = F.normalize(x.reshape(-1, x.shape[-1])[rows].float(), dim=-1)
+    return f, rows.to(x.device) // x.shape[1]
+
+
+@register("optin-fast")
+def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
+    d = adapter.dims()
+    L = d.num_layers
+    dev = next(adapter.model.parameters()).device
+    batches = by_length(batches)
+    md_h, md_n = torch.zeros(L, d.num_heads, L, device=dev), torch.zeros(L, d.ffn_size, L, device=dev)
+    kd_h, kd_n = torch.zeros(L, d.num_heads, device=dev), torch.zeros(L, d.ffn_size, device=dev)
+    rows_gen = torch.Generator().manual_seed(cfg.seed)  # optin-est's (and exact scoring's) Gram rows
+    rows = [layer_rows(adapter, b, cfg.rows_per_batch, rows_gen) for b in batches]
+    mine = distributed.shard(range(len(batches)))  # all of them unless launched by torchrun
+    bar = tqdm(total=len(mine) * (probes + 1), desc="trajectory estimate (one pass per probe)", unit="pass",
+               disable=not distributed.is_main())
+    for bi in mine:
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + bi + 1)  # same on any rank
+        B = len(batches[bi]["labels"])
+        with per_example_masks(adapter, B, dev) as (hm, nm):
+            h, ctx = adapter.embed(batches[bi])
+            feats = []
+            for i in range(L):
+                h = adapter.run_layer(i, h, ctx)
+                feats.append(_rows_features(adapter.features(h), rows[bi][i]))
+            logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
+            order = torch.randperm(B, generator=gen)
+            for p in range(probes):
+                # a rotation: B/L examples per layer in every probe, and an example serves a different
+                # layer in each of L probes (no example counted twice for a layer before all once)
+                layer_of = ((order + p) % L).to(dev)
+                target, owners = 0.0, []
+                for z, (f, ex) in enumerate(feats):
+                    mine_z = layer_of[ex] == z  # rows whose example serves layer z in this probe
+                    owners.append(layer_of == z)
+                    if not bool(mine_z.any()):
+                        continue
+                    g = torch.where(mine_z[:, None], f, f.detach())
+                    target = target + (_signs((len(f), len(f)), gen, dev) * (g @ g.T)).sum()
+                gh, gn = torch.autograd.grad(target, [hm, nm], retain_graph=True, allow_unused=True,
+                                             materialize_grads=True)
+                for z, own in enumerate(owners):
+                    k = int(own.sum())
+                    if k:  # layer z's share of the batch, from its k examples, scaled to all B
+                        w = B / (k * probes * feats[z][0].shape[0] ** 2)
+                        md_h[..., z] += w * (gh[own] ** 2).sum(0)
+                        md_n[..., z] += w * (gn[own] ** 2).sum(0)
+                bar.update()
+            root = kd_root(logp)  # exact KD: each example's own Jacobian row
+            signs = _signs(root.shape[:2], gen, dev) if root.shape[1] > 2 else 1.0
+            gh, gn = torch.autograd.grad((signs * torch.einsum("brc,bc->br", root, logp)).sum(), [hm, nm],
+                                         allow_unused=True, materialize_grads=True)
+            kd_h += 0.5 * (gh ** 2).sum(0) / B
+            kd_n += 0.5 * (gn ** 2).sum(0) / B
+            bar.update()
+    bar.close()
+    distributed.reduce_sum(md_h, md_n, kd_h, kd_n)
+    md_h, md_n, kd_h, kd_n = (x.cpu() / len(batches) for x in (md_h, md_n, kd_h, kd_n))
+    ph, pn = d.present()  # the units each layer has, in (layer, unit) order
+    units = [(i, "head", [u]) for i in range(L) for u in range(d.layer_heads[i])]
+    units += [(i, "neurons", [u]) for i in range(L) for u in range(d.layer_ffn[i])]
+    layer = torch.tensor([c[0] for c in units])
+    md = torch.cat([md_h[ph], md_n[pn]])
+    md = md * (torch.arange(L)[None, :] >= layer[:, None])  # terms before a unit's own layer are 0
+    raw = {"md": md, "kd": torch.cat([kd_h[ph], kd_n[pn]]), "layer": layer, "kind": [c[1] for c in units],
+           "units": [c[2] for c in units], "proxy": torch.ones(L, d.ffn_size), "dims": d}
+    return rescore(raw, cfg.depth, cfg.lam, meta={"method": "optin-fast", "probes": probes})
