@@ -37,7 +37,9 @@ def narrowed_widths(adapter, spec) -> dict:
             counts.append(sum(start <= n < start + width for n in kept))
             start += width
         runs.append(counts)
-    out = {"heads": list(spec.kept_heads), "runs": runs, "tokens": None}
+    # head_index: which dense heads each layer kept, for families whose narrowed layers index a
+    # shared per-head table at run time (MPNet's relative-position bias); counts alone size weights
+    out = {"heads": list(spec.kept_heads), "head_index": [list(h) for h in spec.heads], "runs": runs, "tokens": None}
     if spec.tokens is not None:
         out.update(tokens=[list(t) for t in spec.tokens], dense_tokens=adapter.seq_len(None))
     return out

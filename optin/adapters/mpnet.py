@@ -21,28 +21,9 @@ from __future__ import annotations
 
 import torch
 
+from ..remote.modeling_optin_mpnet import MPNetBiasAttention, keep_bias_columns
 from .base import Adapter, BiasOnly, Dims, LayerParts, PassThrough, Sublayer, inner
 from .registry import register
-
-
-class _BiasAttention(BiasOnly):
-    """MPNet's attention block reads its self-attention's output as a tuple."""
-
-    def forward(self, x, *args, **kwargs):
-        return (super().forward(x),)
-
-
-def _kept_bias_columns(module, args, kwargs):
-    """Forward pre-hook of a narrowed layer's self-attention: the shared [B, heads, n, n] bias
-    (third positional argument, or `position_bias`) restricted to the heads the layer kept."""
-    idx = module.optin_bias_heads
-    if "position_bias" in kwargs:
-        if kwargs["position_bias"] is not None:
-            kwargs = {**kwargs, "position_bias": kwargs["position_bias"].index_select(1, idx)}
-        return args, kwargs
-    if len(args) > 2 and args[2] is not None:
-        args = args[:2] + (args[2].index_select(1, idx),) + tuple(args[3:])
-    return args, kwargs
 
 
 @register
@@ -87,16 +68,13 @@ class MPNetAdapter(Adapter):
 
     def keep_head_params(self, i, heads):
         a = self.layers()[i].attention.attn
-        idx = torch.tensor(heads, dtype=torch.long, device=a.q.weight.device)
-        if hasattr(a, "optin_bias_heads"):  # narrowed before: heads index the kept ones
-            a.optin_bias_heads = a.optin_bias_heads[idx]
-            return
-        a.register_buffer("optin_bias_heads", idx, persistent=False)
-        a.register_forward_pre_hook(_kept_bias_columns, with_kwargs=True)
+        if "optin_bias_heads" in a._buffers:  # narrowed before: `heads` index the kept ones
+            heads = a.optin_bias_heads[torch.as_tensor(heads)].tolist()
+        keep_bias_columns(a, heads)
 
     def empty_attention(self, i):
         att = self.layers()[i].attention
-        att.attn = _BiasAttention(att.attn.o.bias, self.config.hidden_size)
+        att.attn = MPNetBiasAttention(att.attn.o.bias, self.config.hidden_size)
 
     def empty_ffn(self, i):
         layer = self.layers()[i]

@@ -128,6 +128,12 @@ class Layout:
     def __init__(self, model: nn.Module):
         self.model = model
         self.config = model.config
+        self.plan = getattr(model.config, "optin_narrowed", None) or {}
+
+    def buffers(self) -> None:
+        """Non-persistent buffers again, after from_pretrained (which leaves them uninitialised):
+        the token gathers; a family with its own adds them."""
+        apply_tokens(self, self.plan)
 
     def layers(self) -> list[nn.Module]:
         raise NotImplementedError
@@ -212,5 +218,5 @@ class OptinPruned:
         # transformers builds the skeleton on the meta device and leaves non-persistent buffers
         # (the token indices) uninitialised: set them again on the loaded model
         model = out[0] if isinstance(out, tuple) else out
-        apply_tokens(cls.layout(model), model.config.optin_narrowed)
+        cls.layout(model).buffers()
         return out
