@@ -27,11 +27,10 @@ from optin.data import make_batches
 from optin.evaluate import predictions
 from optin.importance import ScoreConfig
 from optin.io import read_json, write_json
-from optin.narrow import narrow, narrow_tokens
+from optin.narrow import narrow
 from optin.prune import PruneConfig, cost_model_for, dense_model_macs, prepare
 from optin.recalibrate import batchnorms, recalibrate_batchnorm
 from optin.reconstruct import ReconConfig, reconstruct
-from optin.reselect import Reselect
 from optin.report import versions
 from optin.search import search
 from optin.spec import PruneSpec
@@ -47,7 +46,6 @@ ap.add_argument("--dev-size", type=int, default=2000)
 ap.add_argument("--recon-calib", type=int, default=512)
 ap.add_argument("--damp", type=float, default=1e-2)
 ap.add_argument("--no-recon", action="store_true", help="masks only (the 'before' column)")
-ap.add_argument("--reselect", action="store_true", help="re-choose each block's units on the way up (optin.reselect)")
 ap.add_argument("--no-producers", action="store_true", help="re-fit only the consumers (not q/k/v, FFN input, conv1)")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
@@ -112,17 +110,7 @@ for name in a.methods.split(","):
                "before": acc(before), "before_correct": before}
         if not a.no_recon:
             t1 = time.time()
-            if a.reselect and ad.has_attention:  # from the dense widths again, narrowed block by block
-                m = copy.deepcopy(model)
-                pa = adapter_for(m)
-                narrow_tokens(pa, spec)
-                sel = Reselect(pa, spec, a.damp)
-                rep = reconstruct(ad, pa, prep.recon, spec, cfg, select=sel)
-                new = sel.spec()
-                row["reselected"] = sum(len(set(x) - set(y)) for x, y in zip(new.neurons + new.heads,
-                                                                             spec.neurons + spec.heads))
-            else:
-                rep = reconstruct(ad, pa, prep.recon, spec, cfg)
+            rep = reconstruct(ad, pa, prep.recon, spec, cfg)
             row["recon_s"] = time.time() - t1
             after = correct(m)
             row.update(after=acc(after), after_correct=after,

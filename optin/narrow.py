@@ -57,7 +57,7 @@ def narrow(adapter, spec: PruneSpec) -> nn.Module:
 
 
 def narrow_tokens(adapter, spec: PruneSpec) -> None:
-    """The token schedule alone (before blocks are narrowed one at a time: optin.reselect)."""
+    """The token schedule alone: a gather in front of each block that sees fewer tokens."""
     if spec.tokens is not None:
         _keep_tokens(adapter, spec.tokens)
 

@@ -219,13 +219,9 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
     dense = type(adapter)(copy.deepcopy(model)) if cfg.reconstruct else None
-    if cfg.reconstruct and cfg.recon.reselect and adapter.has_attention:
-        spec, recon = steps.reselect(dense, adapter, recon_b, spec, cfg.recon, evaluate)  # narrows block by block
-        bn = None  # transformers: no BatchNorm
-    else:
-        narrow(adapter, spec)
-        bn = steps.recalibrate(adapter, calib_b, evaluate) if cfg.bn_recalib else None
-        recon = steps.refit(dense, adapter, recon_b, spec, cfg.recon, evaluate) if cfg.reconstruct else None
+    narrow(adapter, spec)
+    bn = steps.recalibrate(adapter, calib_b, evaluate) if cfg.bn_recalib else None
+    recon = steps.refit(dense, adapter, recon_b, spec, cfg.recon, evaluate) if cfg.reconstruct else None
     del dense
     pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
     acc_pruned = evaluate(model, "pruned accuracy") if evaluate else None

@@ -39,7 +39,6 @@ from .errors import BadInput
 class ReconConfig:
     damp: float = 1e-2   # ridge weight towards the current weights, relative to the Gram's mean diagonal
     calib: int = 512     # calibration examples (bench/recon.py: chosen on dev data)
-    reselect: bool = False  # choose which units each block keeps by the error left after the re-fit (optin.reselect)
     producers: bool = True  # also re-fit the modules that make the kept units (q/k/v, FFN input, CNN conv1)
 
     def check(self) -> None:
@@ -189,16 +188,10 @@ def _layout(site, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), desc: str = "reconstruct",
-                select=None) -> dict:
+def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), desc: str = "reconstruct") -> dict:
     """Re-fit `pruned.model` (an adapter over the narrowed model) towards `dense` (an adapter over
     the dense model it came from) on `batches`, in place. Returns what the report keeps: per
-    block and sublayer the relative calibration error before and after, rows, seconds.
-
-    select(i, k, site, accumulate): called before sublayer k of block i is fit, on a model whose
-    block i is still dense there; it chooses the units to keep from `accumulate(site)` (the
-    sublayer's normal equations over every unit, on the pruned model's inputs) and narrows the
-    block (optin.reselect). The sublayers are described again after it."""
+    block and sublayer the relative calibration error before and after, rows, seconds."""
     cfg.check()
     t0 = time.time()
     L = len(pruned.layers())
@@ -216,7 +209,7 @@ def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), 
             pruned_h.append(h), ctxs_p.append(c)
         layers = []
         for i in tqdm(range(L), desc=desc, unit="block"):
-            layers.append(_block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg, select))
+            layers.append(_block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg))
     finally:
         for m, mode in modes:
             m.train(mode)
@@ -228,39 +221,32 @@ def _positions(spec, i):
     return None if spec is None or spec.tokens is None else torch.tensor(spec.tokens[i])
 
 
-def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg, select=None) -> list[dict]:
+def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg) -> list[dict]:
     d_sites, p_sites = dense.sublayers(i), pruned.sublayers(i, spec)
     if len(d_sites) != len(p_sites):
         raise BadInput(f"block {i}: the dense and pruned models describe different sublayers")
     pos = _positions(spec, i)
-    # what each sublayer is fit towards, from the dense model: the residual sum it ends in (or, for
-    # an inner consumer, the dense consumer's output); with producers, theirs too: all dense widths
+    # what each sublayer is fit towards, from the dense model: the sum it ends in (a residual sum,
+    # or the BatchNorm after an inner conv), else the dense consumer's own output; with producers,
+    # theirs too; all at dense widths (an inner one is compared at the outputs it keeps)
     points, of = {}, {}
-    for k, (d, p) in enumerate(zip(d_sites, p_sites)):
-        points[k], of[k] = ((d.consumer, "output") if p.total is None else (d.total, d.total_at)), d
-        for j, q in enumerate(d.producers if cfg.producers else ()):
-            points[(k, j)], of[(k, j)] = (q.consumer, "output"), q
+    for k, d in enumerate(d_sites):
+        for key, s in [(k, d)] + [((k, j), q) for j, q in enumerate(d.producers if cfg.producers else ())]:
+            points[key], of[key] = ((s.consumer, "output") if s.total is None else (s.total, s.total_at)), s
     targets = []
     with _taps(points) as got:
         for b in range(len(batches)):
             dense_h[b] = dense.run_layer(i, dense_h[b], ctxs_d[b])
             t = {}
             for key in points:  # sums in the sum's layout; consumers' outputs in their own
-                summed = isinstance(key, int) and p_sites[key].total is not None
-                v = _channels_last(got[key]) if summed else _layout(of[key], got[key])
+                v = _channels_last(got[key]) if of[key].total is not None else _layout(of[key], got[key])
                 t[key] = v if pos is None else v[:, pos]
             targets.append(t)
     valid = [_valid(pruned, b, i, pos) for b in batches]
-    kept = getattr(select, "kept", None) or (lambda layer, reads: _spec_kept(spec, layer, reads))
     out = []
-    for k in range(len(p_sites)):
-        if select is not None:
-            select(i, k, p_sites[k], lambda site: _accumulate(pruned, i, site, batches, pruned_h, ctxs_p,
-                                                              _at(targets, k, site), valid)[0])
-            p_sites = pruned.sublayers(i, spec)
-        site = p_sites[k]
+    for k, site in enumerate(p_sites):
         if cfg.producers and not _is_standin(site.consumer):
-            cols = _columns(pruned, i, site.reads, kept(i, site.reads))
+            cols = _columns(pruned, i, site.reads, _spec_kept(spec, i, site.reads))
             for j, q in enumerate(site.producers):
                 q = replace(q, keep_out=cols if q.keep_out is None else q.keep_out)
                 row = _fit(pruned, i, q, batches, pruned_h, ctxs_p, _at(targets, (k, j), q), valid, cfg)
@@ -274,7 +260,7 @@ def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, c
 
 def _at(targets, key, site) -> list:
     """The targets of one (sub)layer per batch; an inner one at the dense outputs it keeps."""
-    if site.total is None and site.keep_out is not None:
+    if site.keep_out is not None:
         return [t[key][..., site.keep_out] for t in targets]
     return [t[key] for t in targets]
 

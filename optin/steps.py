@@ -2,14 +2,12 @@
 the adapter, calibration batches and settings in, the model changed in place, and what the step
 did for the report out (with the accuracy before it, where there is data to measure it on).
 
-    narrow or reselect → BatchNorm re-estimation (CNNs) → closed-form re-fit
+    narrow → BatchNorm re-estimation (CNNs) → closed-form re-fit
 
 `evaluate` is a callable model → {"accuracy", "ci95", "n"}, or None when no evaluation data was
 given (then the report has no accuracy before the step).
 """
 from __future__ import annotations
-
-import copy
 
 
 def _before(evaluate, model, what: str):
@@ -34,26 +32,3 @@ def refit(dense, adapter, batches, spec, cfg, evaluate=None) -> dict:
 
     before = _before(evaluate, adapter.model, "reconstruction")
     return {**reconstruct(dense, adapter, batches, spec, cfg), "accuracy_before": before}
-
-
-def reselect(dense, adapter, batches, spec, cfg, evaluate=None):
-    """Narrow block by block, each block's units re-chosen by the error left after its re-fit
-    (optin.reselect), on a model that is still dense. The accuracy before is the search's own
-    choice narrowed without a re-fit. Returns (the spec kept, the report)."""
-    from .narrow import narrow, narrow_tokens
-    from .reconstruct import reconstruct
-    from .reselect import Reselect
-
-    before = None
-    if evaluate is not None:
-        plain = type(adapter)(copy.deepcopy(adapter.model))
-        narrow(plain, spec)
-        before = _before(evaluate, plain.model, "reconstruction")
-        del plain
-    narrow_tokens(adapter, spec)
-    sel = Reselect(adapter, spec, cfg.damp)
-    rep = reconstruct(dense, adapter, batches, spec, cfg, select=sel)
-    adapter.model.config.optin_pruned = True
-    kept = sel.spec()
-    moved = sum(len(set(a) - set(b)) for a, b in zip(kept.heads + kept.neurons, spec.heads + spec.neurons))
-    return kept, {**rep, "accuracy_before": before, "reselected_units": moved}

@@ -22,7 +22,8 @@ import torch
 from torch import nn
 
 from ..remote.optin_pruned import ConstantBranch  # noqa: F401  (shared with pruned folders' remote code)
-from .base import Channels, Dims, LayerParts
+from ..channels import BatchNormOps
+from .base import Channels, Dims, LayerParts, Sublayer
 from .image import ImageAdapter
 
 
@@ -58,6 +59,15 @@ def conv_out(size: tuple[int, int], conv: nn.Conv2d | nn.MaxPool2d) -> tuple[int
 
     k, s, p, d = (pair(getattr(conv, a)) for a in ("kernel_size", "stride", "padding", "dilation"))
     return one(size[0], k[0], s[0], p[0], d[0]), one(size[1], k[1], s[1], p[1], d[1])
+
+
+def conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, keep_out=None, total=None, at="output", **kw) -> Sublayer:
+    """A bias-free conv followed by its BatchNorm, for the re-fit: its bias goes into the BN's β, and
+    its output is compared where the BN has applied it (so a bias folded in earlier is seen).
+    keep_out: an inner conv (no residual after it) fit towards the dense BN output at those channels;
+    total: the module where a residual sum is seen instead."""
+    return Sublayer(conv, bn if total is None else total, at, scale=BatchNormOps.affine(bn)[0], bias_into=bn,
+                    keep_out=keep_out, **kw)
 
 
 @torch.no_grad()

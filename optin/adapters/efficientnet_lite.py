@@ -17,9 +17,8 @@ import torch
 
 from ..errors import UnsupportedModel
 from ..models import efficientnet_lite as _model  # registers the model with the Auto classes
-from ..channels import BatchNormOps
-from .base import Channels, Sublayer, inner
-from .conv import ConstantBranch, ConvAdapter, apply_eval
+from .base import Channels, Sublayer
+from .conv import ConstantBranch, ConvAdapter, apply_eval, conv_bn
 from .registry import register
 
 
@@ -118,8 +117,8 @@ class EfficientNetLiteAdapter(ConvAdapter):
             return [Sublayer(b.branch, b, "output")]
         keep = None if spec is None else torch.tensor(spec.neurons[i])
         # the expand conv makes the channels (the depthwise conv carries them one to one: not re-fit)
-        return [Sublayer(b.project_conv, b, "output", scale=BatchNormOps.affine(b.bn2)[0], bias_into=b.bn2,
-                         producers=inner(b.expand_conv, bias_into=b.bn0, keep_out=keep))]
+        return [conv_bn(b.project_conv, b.bn2, total=b,
+                        producers=(conv_bn(b.expand_conv, b.bn0, keep_out=keep, reads="hidden"),))]
 
     # --- narrowing --------------------------------------------------------------------------------
     def empty_runs(self, i, runs):

@@ -22,10 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from ..channels import BatchNormOps
-from .base import Channels, Sublayer, inner
-from .conv import (ConstantBranch, ConvAdapter, apply_eval, conv_macs, conv_out, per_in_channel, per_out_channel,
-                   per_pair)
+from .base import Channels, Sublayer
+from .conv import (ConstantBranch, ConvAdapter, apply_eval, conv_bn, conv_macs, conv_out, per_in_channel,
+                   per_out_channel, per_pair)
 from .registry import register
 
 
@@ -159,16 +158,14 @@ class ResNetAdapter(ConvAdapter):
         last, first = convs[-1], convs[0]
         w = self._dense_inner(i)
         run1 = None if spec is None else torch.tensor([n for n in spec.neurons[i] if n < w])
-        # conv1 makes the channels the next conv reads: an inner producer, its bias into its BatchNorm
-        conv1 = inner(first.convolution, bias_into=first.normalization, keep_out=run1)
+        # conv1 makes the channels the next conv reads: an inner producer
+        conv1 = (conv_bn(first.convolution, first.normalization, keep_out=run1, reads="hidden"),)
         if not self.bottleneck:
-            return [Sublayer(last.convolution, block.activation, scale=BatchNormOps.affine(last.normalization)[0],
-                             bias_into=last.normalization, producers=conv1)]
+            return [conv_bn(last.convolution, last.normalization, total=block.activation, at="input", producers=conv1)]
         run2 = None if spec is None else torch.tensor([n - w for n in spec.neurons[i] if n >= w])
         mid = convs[1]
-        return [Sublayer(mid.convolution, None, bias_into=mid.normalization, keep_out=run2, producers=conv1),
-                Sublayer(last.convolution, block.activation, scale=BatchNormOps.affine(last.normalization)[0],
-                         bias_into=last.normalization)]
+        return [conv_bn(mid.convolution, mid.normalization, keep_out=run2, producers=conv1),
+                conv_bn(last.convolution, last.normalization, total=block.activation, at="input")]
 
     # --- narrowing --------------------------------------------------------------------------------
     def empty_runs(self, i, runs):

@@ -32,14 +32,15 @@ def _errors(rep, key):
 def test_refit_never_raises_a_sublayers_error_and_reports_the_real_one(family):
     dense, pruned, spec = _pruned(family)
     batches = tiny_batches(n_batches=3, batch=8, model_type=family)
-    cfg = ReconConfig(damp=0.0)  # undamped: a second solve on the same inputs finds the same weights
+    cfg = ReconConfig(damp=1e-6)  # barely damped: a second solve on the same inputs finds (nearly) the same weights
     first = reconstruct(dense, pruned, batches, spec, cfg)
     assert all(a <= b + 1e-9 for a, b in zip(_errors(first, "after"), _errors(first, "before")))
     assert sum(_errors(first, "after")) < 0.9 * sum(_errors(first, "before"))  # the fit did something
     # measured afresh by a forward pass over the re-fit model, each sublayer's error is what the
-    # first walk reported after its solve
+    # first walk reported after its solve (up to the drift of a second, barely damped solve below
+    # it; a wrong row order, target or bias fold is off by orders of magnitude)
     again = reconstruct(dense, pruned, batches, spec, cfg)
-    assert _errors(again, "before") == pytest.approx(_errors(first, "after"), rel=1e-3, abs=1e-6)
+    assert _errors(again, "before") == pytest.approx(_errors(first, "after"), rel=5e-2, abs=1e-5)
 
 
 def test_refit_brings_the_logits_closer_to_dense(family):
