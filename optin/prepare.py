@@ -49,7 +49,7 @@ def prepare(model_spec: str, data_spec: str, cfg, log=print) -> Prepared:
     adapter = adapter_for(model)
     max_len = adapter.seq_len(cfg.max_length or _model_max_length(path))
     ds, calib_all, test = model_examples(data_spec, cfg.data, model.config, adapter.modality, cfg.calib, cfg.seed,
-                                         log)
+                                         log, task=adapter.task)
     calib = calib_all[:cfg.calib]
     if cfg.eval_limit:
         test = test[:cfg.eval_limit]

@@ -167,7 +167,6 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
 
     from .adapters import adapter_for
     from .calibration import as_batches, examples_in, take
-    from .evaluate import accuracy
     from .importance import get_method
     from .narrow import narrow
     from .report import versions
@@ -195,7 +194,8 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
         recon_b = take(as_batches(recon_data, adapter, processor, cfg.batch_size, seq, cfg.data, "re-fit data")
                        if recon_data is not None else batches, cfg.recon.calib)
     test_b = as_batches(eval_data, adapter, processor, 64, seq, cfg.data, "evaluation data") if eval_data else None
-    evaluate = (lambda m, desc: accuracy(m, test_b, desc)) if test_b else None
+    # the family's task metric (optin.tasks): accuracy, or mIoU for a segmenter
+    evaluate = (lambda m, desc: adapter.task.evaluate(m, test_b, desc)) if test_b else None
 
     dims = adapter.dims()
     dense_macs = dense_model_macs(adapter, seq)
@@ -239,7 +239,8 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
         "method": cfg.method, "budget": cfg.flops, "align": align, "macs": macs,
         "accuracy": None if acc_pruned is None else {
             "dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"], "dense_ci95": acc_dense["ci95"],
-            "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"]},
+            "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"], "metric": adapter.task.metric,
+            **_task_details(acc_dense, acc_pruned)},
         "kept": {"heads": spec.kept_heads, "neurons": spec.kept_neurons,
                  "dense_heads": dims.num_heads if dims.uniform else list(dims.layer_heads),
                  "dense_neurons": dims.ffn_size if dims.uniform else list(dims.layer_ffn),
@@ -258,6 +259,13 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     }
     distributed.finish()
     return PruneResult(model, spec, report, processor, {"seq_len": seq, "max_length": seq})
+
+
+def _task_details(dense: dict, pruned: dict) -> dict:
+    """What a task's metric reports beyond its headline number (a segmenter's pixel accuracy and
+    per-class IoU), dense and pruned; nothing for a classifier."""
+    extra = [k for k in dense if k not in ("accuracy", "ci95", "n", "metric")]
+    return {"details": {"dense": {k: dense[k] for k in extra}, "pruned": {k: pruned[k] for k in extra}}} if extra else {}
 
 
 def _longest(calib) -> int | None:
@@ -341,6 +349,7 @@ def summary(r: dict) -> str:
     goal = f"{r['budget']:.2f}" if r["budget"] else f"{r['retune']['target']:.2f}x latency"
     return (f"optin prune: {r['model']} {r['method']} @ {goal}: "
             f"MACs {m['dense'] / 1e6:.1f}M → {m['pruned'] / 1e6:.1f}M ({m['ratio']:.1%}, seq {m['seq_len']}); "
-            f"accuracy {a['dense']:.2%} → {a['pruned']:.2%} (±{a['pruned_ci95']:.1%}, n={a['test_examples']}); "
+            f"{a.get('metric', 'accuracy')} {a['dense']:.2%} → {a['pruned']:.2%} (±{a['pruned_ci95']:.1%}, "
+            f"n={a['test_examples']}); "
             f"heads {r['kept']['heads']} neurons {r['kept']['neurons']}"
             + (f" tokens {r['kept']['tokens']}" if r.get("tokens") else "") + f"; {r['seconds']['total']:.0f} s")

@@ -11,7 +11,10 @@ VISION = ("vit", "deit", "swin", "timm_vit")  # image classifiers: 12×12 single
 # Swin: 2×2 patches (a 6×6 grid, 3×3 windows, the second block shifted), two stages of 2 + 1 blocks:
 # widths 16 then 32, heads 2 then 4 (head size 8), FFN 24 then 48: at most TINY's heads and FFN.
 CNN = ("resnet", "efficientnet_lite")  # 12×12 single-channel images too; 3 prunable blocks, no heads
-VISION = VISION + CNN
+# segmenters (optin.models.swin_seg): the tiny Swin above plus an all-MLP decoder 8 wide; labels are
+# 12×12 class-id maps, the logits [B, classes, 12, 12]
+SEG = ("swin_seg",)
+VISION = VISION + CNN + SEG
 
 
 def _tiny_cnn_config(model_type: str, labels: int, layer_type: str = "basic"):
@@ -83,14 +86,16 @@ def tiny_model(model_type: str, seed: int = 0, eager: bool = False, **dims):
         return randomise_batchnorms(model, 0.3)
     if model_type == "distilbert":
         kw = dict(dim=t["hidden"], n_heads=t["heads"], n_layers=t["layers"], hidden_dim=t["ffn"])
-    elif model_type == "swin":
+    elif model_type in ("swin", *SEG):
         kw = dict(embed_dim=t["hidden"] // 2, depths=(t["layers"] - 1, 1), num_heads=(t["heads"] // 2, t["heads"]),
                   mlp_ratio=t["ffn"] / t["hidden"], window_size=3)
+        if model_type in SEG:
+            kw.update(decoder_hidden_size=8)
     else:
         kw = dict(hidden_size=t["hidden"], num_attention_heads=t["heads"], num_hidden_layers=t["layers"],
                   intermediate_size=t["ffn"])
     if model_type in VISION:
-        kw.update(image_size=12, patch_size=2 if model_type == "swin" else 4, num_channels=1)
+        kw.update(image_size=12, patch_size=2 if model_type in ("swin", *SEG) else 4, num_channels=1)
     else:
         kw.update(vocab_size=t["vocab"], max_position_embeddings=64)
     cfg = AutoConfig.for_model(model_type, num_labels=t["labels"], initializer_range=0.3, **kw)
@@ -129,7 +134,8 @@ def tiny_batches(n_batches=2, batch=4, seq=10, seed=0, labels=3, model_type=None
     for _ in range(n_batches):
         if model_type in VISION:
             out.append({"pixel_values": torch.randn(batch, 1, 12, 12, generator=g),
-                        "labels": torch.randint(0, labels, (batch,), generator=g)})
+                        "labels": torch.randint(0, labels, (batch, 12, 12) if model_type in SEG else (batch,),
+                                                generator=g)})
             continue
         ids = torch.randint(5, 100, (batch, seq), generator=g)
         mask = torch.ones(batch, seq, dtype=torch.long)

@@ -1,4 +1,4 @@
-from . import bert, efficientnet_lite, mpnet, resnet, swin, timm_vit, vit  # noqa: F401  (register the families)
+from . import bert, efficientnet_lite, mpnet, resnet, segment, swin, timm_vit, vit  # noqa: F401  (register the families)
 from .base import Adapter, Channels, Dims, LayerParts
 from .registry import ADAPTERS, adapter_for
 

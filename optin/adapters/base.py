@@ -22,6 +22,7 @@ from torch import nn
 # the stand-ins of emptied sublayers and the token gather live with the remote code that pruned
 # folders carry, so that optin and those folders build the same modules (re-exported from here)
 from ..remote.optin_pruned import BiasOnly, PassThrough, keep_tokens  # noqa: F401
+from ..tasks import CLASSIFICATION
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ class Adapter:
     auto_class: str = "AutoModelForSequenceClassification"
     task_suffix: str = "ForSequenceClassification"
     modality: str = "text"  # what its examples are: "text" or "image" (optin.data / optin.images)
+    # what its output means (optin.tasks): the KD term's class rows, the metric, the labels
+    task = CLASSIFICATION
     requires: tuple[str, ...] = ()  # packages beyond the core install that the family needs (timm)
     # token reduction (optin.tokens) needs blocks that take [batch, tokens, hidden] first and no
     # per-token mask, and a head that reads only the leading `special_tokens` positions ([CLS])

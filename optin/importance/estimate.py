@@ -95,7 +95,7 @@ def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
             for i in range(L):
                 h = adapter.run_layer(i, h, ctx)
                 grams.append(_gram(adapter.features(h), rows[bi][i]))
-            logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
+            logp = F.log_softmax(adapter.task.rows(adapter.head(h, ctx)).float(), -1)
             for z in range(L):
                 w_md = 1.0 / (probes * grams[z].numel())  # rows may differ by layer (Swin stages)
                 for _ in range(probes):

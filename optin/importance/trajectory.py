@@ -7,8 +7,9 @@ For each z we take the manifold-distillation distance between masked and dense f
 
 over a fixed, seeded subset of R tokens per calibration batch (drawn once, never redrawn; drawn
 anew only where the token count changes, after Swin's patch merging), and
-KD(u) = KL(p_dense ‖ p_masked) on the logits. Raw terms are kept per candidate so that how they
-combine (`combine`) can be changed and ablated without rescoring.
+KD(u) = KL(p_dense ‖ p_masked) on the logits, averaged over their rows of class logits
+(`adapter.task.rows`: one per example, one per pixel for a segmenter). Raw terms are kept per
+candidate so that how they combine (`combine`) can be changed and ablated without rescoring.
 
 A plain Σ_z MD_z ranks late-layer units lowest because they have few later layers to disturb
 (measured: it emptied the last FFN layers of MiniLM). `combine(..., depth="normalized")`
@@ -100,7 +101,7 @@ class _DenseCache:
                         a = ops(run.consumer).rows(acts[(i, r)], valid)
                         act[i, start:start + run.width] += a.abs().sum(0).cpu()
                         count[i, start:start + run.width] += a.shape[0]
-                logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
+                logp = F.log_softmax(adapter.task.rows(adapter.head(h, ctx)).float(), -1)
                 self.items.append((inputs, ctx, rows, grams, logp))
         finally:
             for hk in hooks:
@@ -186,7 +187,7 @@ def trajectory(adapter, batches, cfg):
                     h = adapter.run_layer(z, h, kctx)
                     for r, hr in enumerate(h.chunk(k)):
                         md[group[r], z] += (_gram(adapter.features(hr), rows[z]) - grams[z]).pow(2).sum() / grams[z].numel()
-                q = F.log_softmax(adapter.head(h, kctx).float(), -1)
+                q = F.log_softmax(adapter.task.rows(adapter.head(h, kctx)).float(), -1)
                 for r, qr in enumerate(q.chunk(k)):
                     kd[group[r]] += F.kl_div(qr, logp, log_target=True, reduction="batchmean")
             bar.update(k)

@@ -91,7 +91,7 @@ def _prepare(case: str, root: Path) -> dict:
         ref = load_pruned(str(folder))(**batch).logits
         assert (model(**batch).logits - ref).abs().max() <= 1e-5  # load_pruned is the reference
     save_file(batch, str(root / f"{case}.inputs.safetensors"))
-    auto = "AutoModelForImageClassification" if adapter.modality == "image" else "AutoModelForSequenceClassification"
+    auto = f"AutoModel{adapter.task_suffix}"  # AutoModelForSequenceClassification, ...ForImageClassification, ...
     return {"folder": str(folder), "auto": auto, "inputs": str(root / f"{case}.inputs.safetensors"),
             "logits": str(root / f"{case}.logits.safetensors"), "ref": ref, "spec": spec}
 
