@@ -17,13 +17,14 @@ import torch
 
 
 def predictions(run, batches) -> np.ndarray:
-    """argmax of `run(batch)["logits"]` over every batch (any backend's session)."""
-    return np.concatenate([np.asarray(run(b)["logits"]).argmax(-1) for b in batches])
+    """argmax of `run(batch)["logits"]` over every batch (any backend's session); classes are axis 1
+    of a classifier's [B, C] and of a segmenter's [B, C, H, W] (one prediction per pixel)."""
+    return np.concatenate([np.asarray(run(b)["logits"]).argmax(1) for b in batches])
 
 
 @torch.inference_mode()
 def torch_predictions(model, batches) -> np.ndarray:
-    return np.concatenate([model(**{k: v for k, v in b.items() if k != "labels"}).logits.argmax(-1).numpy()
+    return np.concatenate([model(**{k: v for k, v in b.items() if k != "labels"}).logits.argmax(1).numpy()
                            for b in batches])
 
 
@@ -31,7 +32,7 @@ def ci95(p: float, n: int) -> float:
     return 1.96 * math.sqrt(max(p * (1 - p), 1e-12) / max(n, 1))
 
 
-def _dense_accuracy(loaded, batches, labels: np.ndarray, torch_acc: float) -> tuple[float | None, str]:
+def _dense_accuracy(loaded, batches, labels: np.ndarray, torch_acc: float, score) -> tuple[float | None, str]:
     """The dense model's accuracy on the same examples: the model itself when it is dense; the
     pruner's report.json when it evaluated exactly these examples; else the dense source, run."""
     from optin.io import load_model, read_json
@@ -39,13 +40,13 @@ def _dense_accuracy(loaded, batches, labels: np.ndarray, torch_acc: float) -> tu
     if not loaded.pruned:
         return torch_acc, "this folder's model (dense)"
     acc = (read_json(os.path.join(loaded.path, "report.json"), {}) or {}).get("accuracy") or {}
-    if acc.get("test_examples") == len(labels) and acc.get("dense") is not None:
+    if acc.get("test_examples") == len(labels) and acc.get("dense") is not None:  # the same metric (optin.tasks)
         return float(acc["dense"]), "report.json (same test examples)"
     src = loaded.meta.get("source")
     if not src or not os.path.isdir(src):
         return None, "dense source unknown (optin.json has no source folder)"
     model, _ = load_model(src)
-    return float((torch_predictions(model, batches) == labels).mean()), f"computed from {src}"
+    return score(torch_predictions(model, batches))["accuracy"], f"computed from {src}"
 
 
 def engine_accuracy(loaded, run, eval_limit: int | None = None, limits=None, log=print) -> dict:
@@ -64,14 +65,21 @@ def engine_accuracy(loaded, run, eval_limit: int | None = None, limits=None, log
     eng = predictions(run, inputs)
     ref = torch_predictions(loaded.model, inputs)
     n = len(labels)
-    acc, torch_acc = float((eng == labels).mean()), float((ref == labels).mean())
-    dense, dense_src = _dense_accuracy(loaded, inputs, labels, torch_acc)
-    out = {"available": True, "engine": acc, "torch": torch_acc, "dense": dense, "ci95": ci95(acc, n), "n": n,
+    # the family's metric (optin.tasks): accuracy, or a segmenter's mIoU with its bootstrap interval
+    from optin.adapters import adapter_for
+
+    task, classes = adapter_for(loaded.model).task, loaded.model.config.num_labels
+    score = lambda pred: task.score(pred, labels, classes)  # noqa: E731
+    got = score(eng)
+    acc, torch_acc = got["accuracy"], score(ref)["accuracy"]
+    dense, dense_src = _dense_accuracy(loaded, inputs, labels, torch_acc, score)
+    out = {"available": True, "engine": acc, "torch": torch_acc, "dense": dense, "ci95": got["ci95"], "n": n,
+           "metric": task.metric,
            "agreement_with_torch": float((eng == ref).mean()),
            "drop_vs_torch_points": 100 * (torch_acc - acc),
            "drop_vs_dense_points": None if dense is None else 100 * (dense - acc),
            "dense_source": dense_src, "data": sp.note, "eval_limit": sp.eval_limit,
            "unit": "accuracy as a fraction; drops in points (100 x difference), positive = worse"}
-    log(f"optin engine: test accuracy {acc:.2%} (±{out['ci95']:.1%}, n={n}); PyTorch {torch_acc:.2%}"
+    log(f"optin engine: test {task.metric} {acc:.2%} (±{out['ci95']:.1%}, n={n}); PyTorch {torch_acc:.2%}"
         + ("" if dense is None else f", dense {dense:.2%}") + f"; agreement with PyTorch {out['agreement_with_torch']:.3f}")
     return out

@@ -39,7 +39,8 @@ def split_config(loaded) -> dict | None:
 def splits(loaded, eval_limit: int | None = None) -> Splits:
     """Calibration and test examples (labels encoded to the model's ids), test cut at eval_limit
     (default: the pruner's own --eval-limit, so engine and pruner accuracies are comparable)."""
-    from optin.data import encode_labels, load_data
+    from optin.adapters import adapter_for
+    from optin.data import load_data
 
     data = loaded.meta.get("data")
     if not data:
@@ -48,11 +49,11 @@ def splits(loaded, eval_limit: int | None = None) -> Splits:
     calib, seed = int(cfg.get("calib") or DEFAULT_CALIB), int(cfg.get("seed") or DEFAULT_SEED)
     limit = eval_limit if eval_limit is not None else cfg.get("eval_limit")
     c = loaded.model.config
-    label2id = {str(k): int(v) for k, v in (c.label2id or {}).items()}
+    task = adapter_for(loaded.model).task  # class ids, or a segmenter's per-pixel label maps (optin.tasks)
     try:
         ds = load_data(data, calib=calib, seed=seed)
-        test = encode_labels(ds.split("test"), label2id, c.num_labels, f"{data} test")
-        cal = encode_labels(ds.splits.get("calib") or [], label2id, c.num_labels, f"{data} calib")
+        test = task.encode_labels(ds.split("test"), c, f"{data} test")
+        cal = task.encode_labels(ds.splits.get("calib") or [], c, f"{data} calib")
     except OptinError as e:
         return Splits(data, note=str(e))
     where = "the pruner's settings" if cfg else "the pruner's defaults (no report.json)"

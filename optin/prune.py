@@ -199,7 +199,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
 
     dims = adapter.dims()
     dense_macs = dense_model_macs(adapter, seq)
-    acc_dense = evaluate(model, "dense accuracy") if evaluate and distributed.is_main() else None
+    acc_dense = evaluate(model, f"dense {adapter.task.metric}") if evaluate and distributed.is_main() else None
     t1 = time.time()
     kept_tokens, token_info = None, None
     if spec is None:
@@ -224,7 +224,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     recon = steps.refit(dense, adapter, recon_b, spec, cfg.recon, evaluate) if cfg.reconstruct else None
     del dense
     pruned_macs = adapter.spec_macs(spec, seq)  # exact, also where the search's cost model is linearised
-    acc_pruned = evaluate(model, "pruned accuracy") if evaluate else None
+    acc_pruned = evaluate(model, f"pruned {adapter.task.metric}") if evaluate else None
 
     macs = {"dense": dense_macs, "pruned": pruned_macs, "ratio": pruned_macs / dense_macs, "seq_len": seq,
             "unit": "MACs per example (1 MAC = 1 multiply-add = 2 FLOPs)"}

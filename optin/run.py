@@ -98,8 +98,8 @@ def run(model: str, data: str, out: str, pcfg: PruneConfig = PruneConfig(), rcfg
 def summary(r: dict) -> str:
     a, m, s = r["accuracy"], r["macs"], r["speedup"] or {}
     g, e = r["gate"], r.get("engine_accuracy") or {}
-    text = (f"optin run: {r['model']} → {r['backend']} {r.get('precision', 'fp32')} b{r['batch']}×s{r['seq']}: accuracy "
-            f"{a['dense']:.2%} → {a['pruned']:.2%}"
+    text = (f"optin run: {r['model']} → {r['backend']} {r.get('precision', 'fp32')} b{r['batch']}×s{r['seq']}: "
+            f"{a.get('metric', 'accuracy')} {a['dense']:.2%} → {a['pruned']:.2%}"
             + (f" (engine {e['engine']:.2%})" if e.get("available") else "")
             + f", MACs {m['ratio']:.1%} of dense, parity {r['parity']['max_abs_diff']:.1e}, "
             f"speedup {s.get('measured', float('nan')):.2f}x (MAC-implied {s.get('mac_implied', float('nan')):.2f}x)")

@@ -157,12 +157,31 @@ def check_label_maps(examples, num_labels: int, where: str) -> list:
         if isinstance(lab, (int, np.integer, str)) and not (isinstance(lab, str) and os.path.isfile(lab)):
             raise BadData(f"{where}: example {i + 1} has the class label {lab!r}, not a label map; a segmentation "
                           "model needs one class id per pixel (fmnist-seg, segfolder:DIR, hf: with a label-map column)")
-        ids = np.unique(read_label_map(lab, where))
+        lab = read_label_map(lab, where)
+        size = _image_size(img, where)
+        if size is not None and size != lab.shape:
+            raise BadData(f"{where}: example {i + 1}'s label map is {lab.shape[0]}×{lab.shape[1]} but its image is "
+                          f"{size[0]}×{size[1]}; a label map must have its image's height and width")
+        ids = np.unique(lab)
         bad = ids[(ids >= num_labels) & (ids != IGNORE)]
         if len(bad):
             raise BadData(f"{where}: example {i + 1}'s label map has class id {int(bad[0])} but the model has "
                           f"{num_labels} classes (0..{num_labels - 1}; {IGNORE} = ignore)")
     return list(examples)
+
+
+def _image_size(img, where: str) -> tuple[int, int] | None:
+    """(height, width) of an example's image (a path is opened, not decoded); None if unknown."""
+    if isinstance(img, str):
+        from PIL import Image
+
+        try:
+            with Image.open(img) as im:
+                return im.size[1], im.size[0]
+        except (OSError, ValueError) as e:
+            raise BadData(f"{where}: cannot read image {img}: {reason(e)}; replace or remove it") from e
+    shape = getattr(img, "shape", None)
+    return (int(shape[0]), int(shape[1])) if shape is not None and len(shape) >= 2 else None
 
 
 class SegProcessor(ImageProcessor):

@@ -122,7 +122,7 @@ def summary(r: dict) -> str:
          f"parity max_abs_diff {p.get('max_abs_diff', float('nan')):.2e}, agreement {p.get('agreement', 0):.3f} "
          f"({p.get('samples', 0)} samples)")
     if a.get("available"):
-        s += f"; test accuracy {a['engine']:.2%} (PyTorch {a['torch']:.2%}"
+        s += f"; test {a.get('metric', 'accuracy')} {a['engine']:.2%} (PyTorch {a['torch']:.2%}"
         s += ")" if a["dense"] is None else f", dense {a['dense']:.2%}, drop {a['drop_vs_dense_points']:+.2f} pt)"
     return s + f"; {r['seconds']:.1f} s"
 

@@ -96,7 +96,7 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
             for i in range(L):
                 h = adapter.run_layer(i, h, ctx)
                 feats.append(_rows_features(adapter.features(h), rows[bi][i]))
-            logp = F.log_softmax(adapter.head(h, ctx).float(), -1)
+            logp = F.log_softmax(adapter.task.rows(adapter.head(h, ctx)).float(), -1)  # a row per example (pixel)
             order = torch.randperm(B, generator=gen)
             for p in range(probes):
                 # a rotation: B/L examples per layer in every probe, and an example serves a different
@@ -120,7 +120,8 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
                         md_n[..., z] += w * (gn[own] ** 2).sum(0)
                 bar.update()
             root = kd_root(logp)  # exact KD: each example's own Jacobian row
-            signs = _signs(root.shape[:2], gen, dev) if root.shape[1] > 2 else 1.0
+            # signs also where an example has several rows (a segmenter's pixels): they sum in its mask's gradient
+            signs = _signs(root.shape[:2], gen, dev) if root.shape[1] > 2 or len(root) != B else 1.0
             gh, gn = torch.autograd.grad((signs * torch.einsum("brc,bc->br", root, logp)).sum(), [hm, nm],
                                          allow_unused=True, materialize_grads=True)
             kd_h += 0.5 * (gh ** 2).sum(0) / B

@@ -1,0 +1,160 @@
+"""Zoo model `swin-fmnist-seg`: a Swin semantic segmenter (optin.models.swin_seg) trained from
+scratch on fmnist-seg (optin.segdata), and the small trained weights the repository ships for it.
+
+Training it takes about 45 minutes on one CPU core, more than a CI run can spend on one zoo
+model, so the trained weights are shipped in optin/zoo_weights/ (float16 safetensors, 4 MB,
+with a JSON of how they were made) and the zoo builds the model from them in seconds. The model
+*is* the float16-rounded one: every number in the docs was measured on it. To rebuild them:
+
+    python -m optin.zoo_seg --ship     # trains, then rewrites optin/zoo_weights/
+
+With `OPTIN_ZOO_TRAIN=1` the zoo trains instead of reading the shipped weights. (optin.zoo lists
+this builder; this module does not import optin.zoo back.)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+
+NAME = "swin-fmnist-seg"
+WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_weights")
+# 64×64 canvases in 4×4 patches: a 16×16 grid, then 8×8 and 4×4 after the patch mergings; windows
+# of 4×4 tokens (the last stage's grid is one window); heads of 24 channels
+ARCH = dict(image_size=64, patch_size=4, num_channels=1, embed_dim=48, depths=[2, 2, 4], num_heads=[2, 4, 8],
+            window_size=4, mlp_ratio=4.0, drop_path_rate=0.05, decoder_hidden_size=64, classifier_dropout=0.1)
+# threads=1: on the shared 2-core machines a 2-thread step measured 12x slower than a 1-thread one
+TRAIN = dict(epochs=12, train=20000, batch_size=32, lr=2e-3, weight_decay=0.05, warmup=0.05, seed=0, threads=1)
+
+
+def _config():
+    from .models.swin_seg import SwinSegConfig
+    from .segdata import FMNIST_SEG_LABELS
+
+    labels = FMNIST_SEG_LABELS
+    return SwinSegConfig(**ARCH, num_labels=len(labels), id2label=dict(enumerate(labels)),
+                         label2id={n: i for i, n in enumerate(labels)})
+
+
+def _processor(cfg):
+    from .segdata import SegProcessor
+
+    return SegProcessor(cfg.image_size, cfg.num_channels)
+
+
+def train(log=print):
+    """Train the segmenter on the fmnist-seg train split: AdamW, linear warmup then cosine, random
+    horizontal flips of image and label map together, seeded, one torch thread."""
+    import numpy as np
+    import torch
+    from tqdm.auto import tqdm
+
+    from .models.swin_seg import SwinSegForSemanticSegmentation
+    from .segdata import fmnist_seg
+
+    hp = TRAIN
+    threads = torch.get_num_threads()
+    torch.set_num_threads(hp["threads"])
+    torch.manual_seed(hp["seed"])
+    cfg = _config()
+    model = SwinSegForSemanticSegmentation(cfg)
+    proc = _processor(cfg)
+    ex = fmnist_seg(splits=("train",), sizes={"train": hp["train"]}).split("train")
+    x = proc([e[0] for e in ex])["pixel_values"]  # 20,000 × 1 × 64 × 64 float32: 328 MB
+    y = torch.from_numpy(np.stack([e[2] for e in ex]))  # uint8 label maps (fmnist-seg has no ignored pixels)
+    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
+    steps = hp["epochs"] * math.ceil(len(y) / hp["batch_size"])
+    warm = max(1, int(hp["warmup"] * steps))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
+    model.train()
+    bar = tqdm(total=steps, desc=f"building {NAME} (train from scratch)", unit="step")
+    rng = torch.Generator().manual_seed(hp["seed"])
+    try:
+        for _ in range(hp["epochs"]):
+            for idx in torch.randperm(len(y), generator=rng).split(hp["batch_size"]):
+                xb, yb = x[idx], y[idx].long()
+                flip = torch.rand(len(idx), generator=rng) < 0.5
+                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
+                yb = torch.where(flip[:, None, None], yb.flip(-1), yb)
+                loss = model(pixel_values=xb, labels=yb).loss
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step(); sched.step(); opt.zero_grad()
+                bar.update(1); bar.set_postfix(loss=f"{loss.item():.3f}")
+    finally:
+        bar.close()
+        torch.set_num_threads(threads)
+    return model.eval(), proc
+
+
+def _shipped() -> tuple[str, str] | None:
+    w, j = (os.path.join(WEIGHTS_DIR, f"{NAME}.{ext}") for ext in ("safetensors", "json"))
+    return (w, j) if os.path.isfile(w) and os.path.isfile(j) else None
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
+
+
+def build(out_dir: str, log=print) -> None:
+    """The zoo folder: from the shipped weights (checked against their recorded digest and settings),
+    or trained (OPTIN_ZOO_TRAIN=1, or no shipped weights)."""
+    import torch
+    from safetensors.torch import load_file
+
+    from .errors import DamagedFile
+    from .models.swin_seg import SwinSegForSemanticSegmentation
+
+    shipped = None if os.environ.get("OPTIN_ZOO_TRAIN") == "1" else _shipped()
+    t0 = time.time()
+    if shipped is None:
+        model, proc = train(log)
+        origin = {"weights": "trained by this build", "train_seconds": time.time() - t0}
+    else:
+        path, meta = shipped
+        info = json.load(open(meta))
+        if info.get("sha256") != _digest(path) or info.get("arch") != ARCH or info.get("train") != TRAIN:
+            raise DamagedFile(f"{path} does not match {meta} (digest or settings differ); restore both from git, "
+                              f"or rebuild them: python -m optin.zoo_seg --ship")
+        cfg = _config()
+        model = SwinSegForSemanticSegmentation(cfg)
+        model.load_state_dict({k: v.to(torch.float32) for k, v in load_file(path).items()}, strict=True)
+        model.eval()
+        proc = _processor(cfg)
+        origin = {"weights": f"shipped: optin/zoo_weights/{NAME}.safetensors (float16)", **info}
+    model.save_pretrained(out_dir)
+    proc.save_pretrained(out_dir)
+    with open(os.path.join(out_dir, "optin_zoo.json"), "w") as fh:
+        json.dump({"name": NAME, "base": "none (trained from scratch)", "data": "fmnist-seg (train split)",
+                   "max_length": model.config.image_size, "architecture": ARCH, "hyperparameters": TRAIN, **origin},
+                  fh, indent=2)
+
+
+def ship(log=print) -> str:
+    """Train, then write optin/zoo_weights/swin-fmnist-seg.{safetensors,json} (float16 weights)."""
+    from safetensors.torch import save_file
+
+    t0 = time.time()
+    model, _ = train(log)
+    seconds = time.time() - t0
+    os.makedirs(WEIGHTS_DIR, exist_ok=True)
+    path = os.path.join(WEIGHTS_DIR, f"{NAME}.safetensors")
+    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, path)
+    meta = {"arch": ARCH, "train": TRAIN, "train_seconds": round(seconds), "sha256": _digest(path),
+            "rebuild": "python -m optin.zoo_seg --ship"}
+    with open(os.path.join(WEIGHTS_DIR, f"{NAME}.json"), "w") as fh:
+        json.dump(meta, fh, indent=2)
+    log(f"optin: wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
+    return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] != ["--ship"]:
+        raise SystemExit("usage: python -m optin.zoo_seg --ship  (trains, then rewrites optin/zoo_weights/)")
+    ship()
