@@ -3,12 +3,15 @@
 on its stages, returning per-pixel class logits [B, num_labels, H, W] at the input resolution
 (`SemanticSegmenterOutput.logits`, as transformers' segmenters name them).
 
-Why not Mask2Former (the OPTIN paper's segmenter): on the development machine a small
-Mask2Former (Swin backbone, 2 pixel-decoder and 3 transformer-decoder layers, 16 queries) took
-0.27 s per training step of 16 64×64 images on one core against 0.15 s for this model, and after
-the same six minutes of training reached 16% mIoU on fmnist-seg against 36% (its set-prediction
-loss with Hungarian matching converges slowly). Its ONNX export did pass parity (3e-7), so the
-choice is about training on CPUs, not about deployment (docs/segmentation.md).
+Why not Mask2Former (the OPTIN paper's segmenter): the zoo model has to be trained from scratch
+on two shared CPU cores (nothing pretrained for segmentation installs offline), and Mask2Former's
+set-prediction loss (Hungarian matching of queries to masks) is known to need long schedules,
+on top of a pixel decoder and a masked-attention transformer decoder that cost more per step than
+this whole model. An earlier trial of a small transformers Mask2Former (its code not kept, its
+numbers not re-measured) reached 16% mIoU on fmnist-seg where this model reached 36% after the
+same six minutes. The backbone pruning here would apply to Mask2Former's Swin backbone unchanged;
+what is missing is its adapter's head (the pixel and transformer decoders) and a KD term on its
+mask/class outputs (docs/segmentation.md).
 
 Decoder: each stage s's output (pre-downsampling, LayerNorm-ed; the last stage's norm is the
 backbone's own `layernorm`) → Linear(C_s → D) → bilinear upsampling to stage 0's grid; the S maps

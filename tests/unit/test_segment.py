@@ -265,7 +265,7 @@ def test_optin_run_on_a_segfolder(seg_folder, tmp_path):
     model, data = seg_folder
     out = tmp_path / "run"
     r = run_cli("run", str(model), "--data", f"segfolder:{data}", "--flops", "0.6", "--out", str(out),
-                "--calib", "8", "--batch", "2", "--iters", "20", "--backend", "onnxruntime")
+                "--calib", "8", "--batch", "2", "--iters", "20", "--backend", "onnxruntime", "--max-accuracy-drop", "100")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "mIoU" in r.stdout.splitlines()[-1] or "mIoU" in r.stderr
     rep = json.loads((out / "run.json").read_text())
@@ -278,3 +278,30 @@ def test_optin_run_on_a_segfolder(seg_folder, tmp_path):
     assert e["available"] and e["metric"] == "mIoU" and e["engine"] == pytest.approx(a["pruned"], abs=1e-6)
     assert e["dense"] == pytest.approx(a["dense"])
     assert rep["speedup"]["measured"] > 0
+    # the gate reads the engine's drop in the task's metric (mIoU points here)
+    assert rep["gate"]["passed"] and rep["gate"]["max_accuracy_drop"] == 100
+
+
+def test_hf_segmentation_dataset(seg_folder, tmp_path, capsys):
+    """`hf:` data with a second Image column (the label map): read as segmentation, pruned with mIoU."""
+    import datasets
+
+    from optin.cli import main
+    from optin.data import load_data
+
+    model, _ = seg_folder
+    rng = np.random.default_rng(0)
+    feats = datasets.Features({"image": datasets.Image(), "annotation": datasets.Image()})
+    for split, n in (("train", 10), ("test", 6)):
+        labs = [rng.integers(0, 3, (16, 16), dtype=np.uint8) for _ in range(n)]
+        datasets.Dataset.from_dict({"image": [(lab * 80).astype(np.uint8) for lab in labs], "annotation": labs},
+                                   features=feats).to_parquet(str(tmp_path / f"{split}.parquet"))
+    ds = load_data(f"hf:{tmp_path}")
+    assert ds.meta["task"] == "segmentation" and len(ds.split("test")) == 6
+    x, _, y = ds.split("test")[0]
+    assert x.shape == y.shape == (16, 16) and y.max() <= 2
+    out = tmp_path / "p"
+    assert main(["prune", str(model), "--data", f"hf:{tmp_path}", "--flops", "0.6", "--calib", "8",
+                 "--method", "fisher", "--no-fvcore", "--out", str(out)]) == 0, capsys.readouterr().err[-2000:]
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["accuracy"]["metric"] == "mIoU" and rep["accuracy"]["test_examples"] == 6
