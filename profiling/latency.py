@@ -93,6 +93,8 @@ class TorchRunner:
             self.model.half()
         p = next(model.parameters())
         self.device, self.dtype = p.device, p.dtype
+        if self.device.type == "cuda":  # streams, events and graph replays below use the current device's
+            torch.cuda.set_device(self.device)
         if cuda_graphs and self.device.type != "cuda":
             raise BadInput("--cuda-graphs time the model on a GPU; add --device cuda")
         self.cuda_graphs = cuda_graphs

@@ -20,9 +20,9 @@ def _quiet(*_):
     pass
 
 
-def _prune(method, **kw):
-    return prune_model(tiny_model("bert"), tiny_batches(), flops=0.5, method=method, config=CFG,
-                       eval_data=tiny_batches(seed=1), log=_quiet, **kw)
+def _prune(method, family="bert", config=CFG, **kw):
+    return prune_model(tiny_model(family), tiny_batches(model_type=family), flops=0.5, method=method, config=config,
+                       eval_data=tiny_batches(seed=1, model_type=family), log=_quiet, **kw)
 
 
 def _same_weights(a, b) -> bool:
@@ -30,14 +30,28 @@ def _same_weights(a, b) -> bool:
     return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
-@pytest.mark.parametrize("method", ["optin", "fisher", "optin-est"])
-def test_cpu_device_is_bit_for_bit(method):
-    # the reference: scores from a plain call of the scorer, outside every device code path
-    direct = get_method(method)(adapter_for(tiny_model("bert")), tiny_batches(), CFG.score)
-    ref = _prune(method, scores=direct)
-    runs = {None: _prune(method), "cpu": _prune(method, device="cpu")}
+@pytest.mark.parametrize("family,method,token_share", [("bert", "optin", 0), ("bert", "fisher", 0),
+                                                        ("bert", "optin-est", 0), ("resnet", "optin", 0),
+                                                        ("vit", "optin-fast", 0.3)])
+def test_cpu_device_is_bit_for_bit(family, method, token_share):
+    """BERT: scoring, re-fit, evaluation; ResNet: BatchNorm re-estimation; ViT: token scoring."""
+    from dataclasses import replace
+
+    cfg = replace(CFG, token_share=token_share)
+    # the reference: unit scores from a plain call of the scorer, outside every device code path
+    direct = get_method(method)(adapter_for(tiny_model(family)), tiny_batches(model_type=family), cfg.score)
+    ref = _prune(method, family, cfg, scores=direct)
+    assert (ref.spec.tokens is not None) == bool(token_share)
+    for dev in (None, "cpu", "auto"):  # the scores themselves, through prune's device path (a mask can hide a change)
+        c = replace(cfg, method=method, device=dev)
+        model = tiny_model(family)
+        on = devices.resolve(dev, model)
+        s = _score(get_method(method), adapter_for(model.to(on)), devices.move(tiny_batches(model_type=family), on), c)
+        if on.type == "cpu":
+            assert torch.equal(s.heads, direct.heads) and torch.equal(s.neurons, direct.neurons), dev
+    runs = {None: _prune(method, family, cfg), "cpu": _prune(method, family, cfg, device="cpu")}
     if not torch.cuda.is_available():  # auto is the CPU here
-        runs["auto"] = _prune(method, device="auto")
+        runs["auto"] = _prune(method, family, cfg, device="auto")
     for dev, r in runs.items():
         assert r.spec == ref.spec, dev
         assert _same_weights(r.model, ref.model), dev
@@ -143,7 +157,7 @@ def test_profile_torch_on_named_cpu(tmp_path):
     folder = str(write_tiny_folder(tmp_path / "model", "bert"))
     rep = profile(folder, ProfileConfig(backend="torch", device="cpu", batch=2, seq=8, iters=10, warmup=1,
                                         engine=EngineConfig(threads=1)), log=_quiet)
-    assert rep["providers"] == ["torch-cpu"] and rep["precision"] == "fp32"
+    assert rep["providers"] == ["torch-cpu"] and rep["precision"] == "fp32" and rep["latency_ms"]["median"] > 0
     s = rep["session"]
     assert s["device"]["type"] == "cpu" and s["timer"] == "perf_counter" and not s["cuda_graphs"]
 
