@@ -47,6 +47,8 @@ ap.add_argument("--recon-calib", type=int, default=512)
 ap.add_argument("--damp", type=float, default=1e-2)
 ap.add_argument("--no-recon", action="store_true", help="masks only (the 'before' column)")
 ap.add_argument("--no-producers", action="store_true", help="re-fit only the consumers (not q/k/v, FFN input, conv1)")
+ap.add_argument("--bn", default="before", choices=["before", "none", "after"],
+                help="CNNs: re-estimate BatchNorm statistics before the re-fit (optin prune's order), not at all, or after")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
@@ -102,7 +104,7 @@ for name in a.methods.split(","):
         m = copy.deepcopy(model)
         pa = adapter_for(m)
         narrow(pa, spec)
-        if batchnorms(m):
+        if batchnorms(m) and a.bn == "before":
             recalibrate_batchnorm(m, calib, ad.input_names())
         before = correct(m)
         row = {"method": name, "budget": budget, "mac_ratio": ad.spec_macs(spec, seq) / dense_macs,
@@ -111,6 +113,8 @@ for name in a.methods.split(","):
         if not a.no_recon:
             t1 = time.time()
             rep = reconstruct(ad, pa, prep.recon, spec, cfg)
+            if batchnorms(m) and a.bn == "after":
+                recalibrate_batchnorm(m, calib, ad.input_names())
             row["recon_s"] = time.time() - t1
             after = correct(m)
             row.update(after=acc(after), after_correct=after,

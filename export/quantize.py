@@ -121,7 +121,8 @@ def _logits(path: str, feeds, threads) -> np.ndarray:
 
 
 def _score(ref: np.ndarray, got: np.ndarray) -> dict:
-    return {"agreement": float((ref.argmax(-1) == got.argmax(-1)).mean()),
+    # classes are axis 1 of [B, C] and of a segmenter's [B, C, H, W] (agreement per pixel there)
+    return {"agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
             "rel_sq_error": float(((got - ref) ** 2).sum() / max(float((ref ** 2).sum()), 1e-12)),
             "max_abs_diff": float(np.abs(got - ref).max())}
 

@@ -164,7 +164,7 @@ class BatchNormOps:
     @staticmethod
     def out_sq(m: nn.BatchNorm2d) -> torch.Tensor:
         """A BatchNorm holds no weights that magnitude scoring counts (the convs around it do)."""
-        return torch.zeros(m.num_features)
+        return torch.zeros(m.num_features, device=_device(m))
 
 
 OPS = {nn.Linear: LinearOps, nn.Conv2d: Conv2dOps, nn.BatchNorm2d: BatchNormOps}
@@ -187,5 +187,6 @@ def keep(run, idx: torch.Tensor) -> None:
 
 
 def _device(m: nn.Module):
-    p = next(m.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
+    for t in (*m.parameters(), *m.buffers()):  # a non-affine BatchNorm has only its statistics
+        return t.device
+    return torch.device("cpu")

@@ -48,6 +48,12 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lam", type=float, default=0.1, help="KD weight λ in the trajectory score (optin)")
     p.add_argument("--depth", default="normalized", help="trajectory combination: normalized, sum, mean, final")
     p.add_argument("--eval-limit", type=int, default=None, help="evaluate on at most N test examples")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda",
+                   help="where the model, scoring, evaluation and the re-fit run (default auto: cuda when torch sees "
+                        "a GPU; cuda:N for one GPU; under torchrun each rank takes its LOCAL_RANK GPU)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="precision of the scoring and evaluation passes (autocast; Gram matrices and KL stay float32, "
+                        "the re-fit float64, the saved weights float32); float16 only for methods without gradients")
     p.add_argument("--no-fvcore", action="store_true", help="skip the fvcore MAC cross-check")
     p.add_argument("--no-bn-recalib", action="store_true",
                    help="keep the dense model's BatchNorm statistics after narrowing (CNNs; default: re-estimate "
@@ -79,7 +85,7 @@ def _prune_config(a):
                        fvcore=not a.no_fvcore, bn_recalib=not a.no_bn_recalib, reconstruct=not a.no_reconstruct,
                        recon=ReconConfig(damp=a.recon_damp, calib=a.recon_calib),
                        score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth),
-                       data=_data_options(a))
+                       data=_data_options(a), device=a.device, dtype=a.dtype)
 
 
 def _data_options(a):

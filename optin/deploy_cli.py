@@ -99,7 +99,8 @@ def cmd_profile(a) -> int:
 
     profile(a.dir, ProfileConfig(backend=a.backend, batch=a.batch, seq=a.seq, iters=a.iters, warmup=a.warmup,
                                  against=a.against, sweep_batch=a.sweep_batch, sweep_seq=a.sweep_seq,
-                                 engine=_engine_config(a)))
+                                 engine=_engine_config(a), device=a.device, fp16=a.torch_fp16,
+                                 cuda_graphs=a.cuda_graphs))
     return 0
 
 
@@ -146,6 +147,14 @@ def add_commands(sub) -> None:
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--sweep-batch", type=_ints, default=(), help="also measure these batch sizes, e.g. 1,8,32")
     p.add_argument("--sweep-seq", type=_ints, default=(), help="also measure these sequence lengths, e.g. 32,64,128")
+    p.add_argument("--device", default=None, metavar="auto|cpu|cuda",
+                   help="--backend torch: where both models run (default: the CPU); on CUDA each iteration is "
+                        "timed by CUDA events")
+    # its own dest: an `fp16` attribute means the engine's precision flags to _engine_config
+    p.add_argument("--fp16", dest="torch_fp16", action="store_true",
+                   help="--backend torch --device cuda: dense and pruned in float16")
+    p.add_argument("--cuda-graphs", action="store_true",
+                   help="--backend torch --device cuda: capture each model's forward pass once per shape, replay it")
     _engine_args(p)
     p.set_defaults(func=cmd_profile)
 

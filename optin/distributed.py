@@ -6,7 +6,8 @@ Every rank loads the model and data; the scoring loops take every world-th work 
 or batch) and the partial results are summed with all_reduce. Each item is computed by exactly one
 rank and the others contribute exact zeros, so for exact scoring the gathered scores (and the
 mask) equal one process's bit for bit. Rank 0 evaluates, searches, narrows and writes; the others
-stop after scoring. gloo on CPU, NCCL when the ranks have GPUs. Without torchrun this is a no-op.
+stop after scoring. With `--device cuda` (or auto on GPUs) each rank runs on its LOCAL_RANK GPU
+(optin.devices.resolve) and NCCL sums on it; on the CPU, gloo. Without torchrun this is a no-op.
 """
 from __future__ import annotations
 
@@ -16,13 +17,16 @@ import torch
 import torch.distributed as dist
 
 
-def init() -> None:
-    """Join the process group torchrun describes in the environment (once)."""
+def init(device: torch.device | None = None) -> None:
+    """Join the process group torchrun describes in the environment (once): NCCL when the ranks
+    score on GPUs (device: where this rank runs; None: on a GPU when there is one), else gloo."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend)
+        on_gpu = torch.cuda.is_available() if device is None else device.type == "cuda"
+        if on_gpu:
+            index = device.index if device is not None and device.index is not None else \
+                int(os.environ.get("LOCAL_RANK", "0"))
+            torch.cuda.set_device(index)
+        dist.init_process_group("nccl" if on_gpu else "gloo")
 
 
 def active() -> bool:
@@ -50,7 +54,7 @@ def reduce_sum(*tensors: torch.Tensor) -> None:
     """Sum each tensor over ranks, in place (on the collective's device, then back)."""
     if not active():
         return
-    dev = torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
     for t in tensors:
         buf = t.to(dev)
         dist.all_reduce(buf)

@@ -39,3 +39,7 @@ class EngineBuildError(OptinError):
 
 class DamagedFile(BadInput):
     """A file the tool reads is truncated, garbage or of another format (optin.files)."""
+
+
+class DeviceOutOfMemory(OptinError):
+    """The GPU ran out of memory; the message names the flag that lowers what one step holds."""

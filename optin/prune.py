@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from . import distributed, steps
+from . import devices, distributed, steps
 from .data import DataOptions
 from .errors import BadData, BadInput
 from .importance import ScoreConfig
@@ -40,6 +40,8 @@ class PruneConfig:
     fvcore: bool = True
     score: ScoreConfig = field(default_factory=ScoreConfig)
     data: DataOptions = field(default_factory=DataOptions)  # --calib-data, columns, --label-map
+    device: str | None = None      # auto, cpu, cuda[:N]; None: where the model is (optin.devices; the CLI: auto)
+    dtype: str = "float32"         # scoring and evaluation passes: float32, bfloat16, float16 (optin.devices)
 
     def check(self) -> None:
         if not 0 < self.flops <= 1:
@@ -52,6 +54,7 @@ class PruneConfig:
         if self.max_length is not None and self.max_length < 2:
             raise BadInput(f"--max-length must be at least 2, got {self.max_length}")
         self.recon.check()
+        devices.dtype_of(self.dtype)
 
 
 def cost_model_for(adapter, seq_len: int, tokens=None):
@@ -74,7 +77,8 @@ def _token_step(adapter, batches, cfg: PruneConfig, seq: int, dense_macs: int):
     from .tokens import token_scores
 
     t = time.time()
-    scores, _ = token_scores(adapter, batches, cfg.score)
+    with devices.autocast(devices.model_device(adapter.model), cfg.dtype):
+        scores, _ = token_scores(adapter, batches, cfg.score)
     if not distributed.is_main():
         return None, None
     kept, info = token_plan(adapter, scores, seq, dense_macs, cfg.flops, cfg.token_share)
@@ -106,6 +110,7 @@ def fvcore_count(model, seq_len: int, ops=None, both: bool = False):
     m = copy.deepcopy(model).eval()
     m.set_attn_implementation("eager")
     inputs = adapter_for(m).random_inputs(1, seq_len, torch.Generator().manual_seed(0))
+    inputs = {k: v.to(devices.model_device(m)) for k, v in inputs.items()}
     names = list(inputs)
 
     class Logits(torch.nn.Module):
@@ -151,18 +156,51 @@ class PruneResult:
         return out_dir
 
 
+def _oom_fix(args, kwargs, step) -> str:
+    """What lowers the memory of the step that ran out (optin.devices.out_of_memory)."""
+    cfg = kwargs.get("config") or kwargs.get("cfg") or next((a for a in args if isinstance(a, PruneConfig)), None) \
+        or PruneConfig()
+    if step == "the re-fit":  # it keeps every re-fit example's hidden states on the device
+        return f"lower --recon-calib (now {cfg.recon.calib}) or --batch-size (now {cfg.batch_size}), or use --device cpu"
+    if step == "evaluation":
+        return "use --dtype bfloat16, --eval-limit N, or --device cpu"
+    return f"lower --batch-size (now {cfg.batch_size}) or use --dtype bfloat16, or --device cpu"
+
+
+def _place(model, cfg: PruneConfig, scoring: bool) -> torch.device:
+    """Resolve cfg.device, check cfg.dtype against it (and the method, when it will score), move the model."""
+    from .importance import get_method
+
+    dev = devices.resolve(cfg.device, model)
+    devices.check_dtype(dev, cfg.dtype, scoring and get_method(cfg.method).uses_gradients, f"--method {cfg.method}")
+    model.to(dev)
+    return dev
+
+
+def _evaluator(test_b, dev: torch.device, dtype: str, task):
+    """model, desc → the task's metric (optin.tasks: accuracy, or mIoU) on the evaluation batches,
+    under the scoring dtype (optin.devices)."""
+    def evaluate(m, desc):
+        with devices.autocast(dev, dtype):
+            return task.evaluate(m, test_b, desc)
+    return evaluate
+
+
+@devices.out_of_memory(_oom_fix)
 def prune_model(model, calib, flops: float | None = None, method: str | None = None, *,
                 reconstruct: bool | None = None, processor=None, eval_data=None, config: PruneConfig | None = None,
-                recon_data=None, scores=None, spec=None, log=print) -> PruneResult | None:
+                recon_data=None, scores=None, spec=None, device: str | None = None,
+                log=print) -> PruneResult | None:
     """Prune a transformers / timm classifier object in memory: score → search → narrow → (BatchNorm
     re-estimation) → re-fit. The model is changed in place and returned in the result.
 
     calib: batches (dicts of tensors), a `datasets.Dataset` or a list of examples (optin.calibration);
     the first `config.calib` examples score the units, the first `config.recon.calib` are re-fit on
     (or `recon_data`). eval_data: optional, the same forms; the report then has dense and pruned
-    accuracy. flops / method / reconstruct override `config`'s. scores / spec: precomputed (the
-    latency re-tune chooses its own spec). Under torchrun, ranks other than 0 return None after
-    scoring."""
+    accuracy. flops / method / reconstruct / device override `config`'s; device "auto", "cpu",
+    "cuda[:N]" (None: where the model is) holds the model and batches for every step, and the model
+    is left there. scores / spec: precomputed (the latency re-tune chooses its own spec). Under
+    torchrun, ranks other than 0 return None after scoring."""
     from dataclasses import replace
 
     from .adapters import adapter_for
@@ -174,10 +212,11 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     from .spec import PruneSpec
 
     cfg = config or PruneConfig()
-    cfg = replace(cfg, **{k: v for k, v in (("flops", flops), ("method", method), ("reconstruct", reconstruct))
-                          if v is not None})
+    cfg = replace(cfg, **{k: v for k, v in (("flops", flops), ("method", method), ("reconstruct", reconstruct),
+                                            ("device", device)) if v is not None})
     cfg.check()
-    distributed.init()  # scoring is shared out when launched by torchrun; rank 0 does the rest
+    dev = _place(model, cfg, spec is None and scores is None)
+    distributed.init(dev)  # scoring is shared out when launched by torchrun; rank 0 does the rest
     t0 = time.time()
     model.eval()
     adapter = adapter_for(model)
@@ -186,16 +225,18 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
         raise BadInput(f"--token-share applies to ViT/DeiT image classifiers whose head reads [CLS] (timm ViT: "
                        f"global_pool 'token'), not this {adapter.config.model_type} model; drop --token-share")
     batches = as_batches(calib, adapter, processor, cfg.batch_size, seq, cfg.data)
-    calib_b = take(batches, cfg.calib)
+    calib_b = devices.move(take(batches, cfg.calib), dev)
     if not calib_b:
         raise BadData("no calibration examples")
     recon_b = None
     if cfg.reconstruct:
-        recon_b = take(as_batches(recon_data, adapter, processor, cfg.batch_size, seq, cfg.data, "re-fit data")
-                       if recon_data is not None else batches, cfg.recon.calib)
+        recon_b = devices.move(take(as_batches(recon_data, adapter, processor, cfg.batch_size, seq, cfg.data,
+                                               "re-fit data") if recon_data is not None else batches, cfg.recon.calib),
+                               dev)
+    # evaluation batches stay where they are: optin.evaluate moves one at a time
     test_b = as_batches(eval_data, adapter, processor, 64, seq, cfg.data, "evaluation data") if eval_data else None
     # the family's task metric (optin.tasks): accuracy, or mIoU for a segmenter
-    evaluate = (lambda m, desc: adapter.task.evaluate(m, test_b, desc)) if test_b else None
+    evaluate = _evaluator(test_b, dev, cfg.dtype, adapter.task) if test_b else None
 
     dims = adapter.dims()
     dense_macs = dense_model_macs(adapter, seq)
@@ -220,6 +261,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
     dense = type(adapter)(copy.deepcopy(model)) if cfg.reconstruct else None
     narrow(adapter, spec)
+    model.to(dev)  # what narrowing made on the CPU (a stand-in's fresh bias, token-index buffers)
     bn = steps.recalibrate(adapter, calib_b, evaluate) if cfg.bn_recalib else None
     recon = steps.refit(dense, adapter, recon_b, spec, cfg.recon, evaluate) if cfg.reconstruct else None
     del dense
@@ -255,6 +297,10 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
         "scoring": None if scores is None else {**{k: v for k, v in scores.meta.items() if k != "raw"},
                                                 "processes": distributed.world()},
         "retune": None,
+        # where it ran, read off the model's weights after the last step (not what was asked)
+        "device": {**devices.describe(devices.model_device(model)), "requested": cfg.device},
+        "dtype": {"scoring_and_evaluation": cfg.dtype,
+                  "weights": str(next(model.parameters()).dtype).replace("torch.", "")},
         "versions": versions(),
     }
     distributed.finish()
@@ -287,7 +333,8 @@ def _default_length(model, processor) -> int:
 
 def _score(method, adapter, batches, cfg: PruneConfig):
     try:
-        return method(adapter, batches, cfg.score)
+        with devices.autocast(devices.model_device(adapter.model), cfg.dtype):
+            return method(adapter, batches, cfg.score)
     except KeyError as e:
         if e.args == ("labels",):
             raise BadData(f"--method {cfg.method} needs labelled calibration data (a 'labels' entry in each "
@@ -295,6 +342,7 @@ def _score(method, adapter, batches, cfg: PruneConfig):
         raise
 
 
+@devices.out_of_memory(_oom_fix)
 def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneConfig(), latency=None,
           log=print) -> dict | None:
     """`optin prune`: load the model and data (optin.prepare), prune_model, save the folder.
@@ -308,7 +356,9 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     cfg.check()
     if cfg.token_share and latency is not None:  # refused before any scoring is spent
         raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
-    distributed.init()
+    dev = devices.resolve(cfg.device)  # a missing GPU or a refused --dtype fails here, before anything is loaded
+    devices.check_dtype(dev, cfg.dtype, get_method(cfg.method).uses_gradients, f"--method {cfg.method}")
+    distributed.init(dev)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
     prep = prepare(model_spec, data_spec, cfg, log)
@@ -318,7 +368,8 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     if latency is not None:
         from .retune import latency_search
 
-        scores = _score(get_method(cfg.method), prep.adapter, prep.calib, cfg)
+        dev = _place(prep.model, cfg, True)
+        scores = _score(get_method(cfg.method), prep.adapter, devices.move(prep.calib, dev), cfg)
         if not distributed.is_main():
             distributed.finish()
             return None

@@ -14,7 +14,8 @@ drift is compensated here) and T its target: its own output plus what the residu
 misses, z + (dense sum − pruned sum) / scale (`Sublayer`), which makes the block's sum equal
 to the dense model's whatever the family does around it. Blocks are solved bottom to top,
 sublayers in forward order. Gram matrices are float64 sums over batches, so memory is bounded
-by the kept width, never by the data. Damping towards W₀ (not towards 0) means the solution can
+by the kept width, never by the data; they live on the model's device when it has float64 (CUDA),
+else on the CPU (optin.devices.gram_device), and the forward passes run in float32. Damping towards W₀ (not towards 0) means the solution can
 only lower each sublayer's calibration error below what narrowing left: the fitted objective
 at W₀ is the error before, and the minimiser's is no larger.
 
@@ -32,6 +33,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .channels import ops
+from .devices import gram_device, model_device
 from .errors import BadInput
 
 
@@ -80,7 +82,7 @@ def _channels_last(t: torch.Tensor) -> torch.Tensor:
 def _rows(t: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
     """[B, n, C] → [real rows, C]: padding tokens would pull the fit towards garbage."""
     if t.dim() == 3 and valid is not None and tuple(t.shape[:2]) == tuple(valid.shape):
-        return t[valid]
+        return t[valid.to(t.device)]  # an image family's mask is made on the CPU
     return t.reshape(-1, t.shape[-1])
 
 
@@ -94,21 +96,23 @@ class _Normal:
     """Σ over calibration rows of [x 1]ᵀ[x 1], [x 1]ᵀ t and tᵀt (float64); rows weighted by
     scale² per output when the error is reported (the sum's units)."""
 
-    def __init__(self, k: int, out: int, bias: bool, weight: torch.Tensor | None = None):
+    def __init__(self, k: int, out: int, bias: bool, weight: torch.Tensor | None = None, device=None):
         self.bias = bias
-        self.weight = torch.ones(out, dtype=torch.float64) if weight is None else weight  # scale² per output
+        dev = torch.device("cpu") if device is None else device
+        # scale² per output
+        self.weight = torch.ones(out, dtype=torch.float64, device=dev) if weight is None else weight.to(dev)
         n = k + int(bias)
-        self.g = torch.zeros(n, n, dtype=torch.float64)
-        self.c = torch.zeros(n, out, dtype=torch.float64)
-        self.tt = torch.zeros(out, dtype=torch.float64)
-        self.ts = torch.zeros(out, dtype=torch.float64)
+        self.g = torch.zeros(n, n, dtype=torch.float64, device=dev)
+        self.c = torch.zeros(n, out, dtype=torch.float64, device=dev)
+        self.tt = torch.zeros(out, dtype=torch.float64, device=dev)
+        self.ts = torch.zeros(out, dtype=torch.float64, device=dev)
         self.rows = 0
 
     def add(self, x: torch.Tensor | None, t: torch.Tensor) -> None:
-        t = t.double()
+        t = t.to(self.g.device).double()  # copied before widening: half the bytes cross the bus
         if x is None:
             x = t.new_zeros(t.shape[0], 0)
-        x = x.double()
+        x = x.to(self.g.device).double()
         if self.bias:
             x = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
         self.g += x.T @ x
@@ -119,7 +123,7 @@ class _Normal:
 
     def error(self, w: torch.Tensor, weight: torch.Tensor) -> float:
         """‖[X 1] wᵀ − T‖², each output's squared error times `weight` (scale²); w: [out, k (+1)]."""
-        w = w.double()
+        w = w.to(self.g.device).double()
         per = ((w @ self.g) * w).sum(1) - 2 * (w * self.c.T).sum(1) + self.tt
         return float((per.clamp(min=0) * weight).sum())
 
@@ -131,12 +135,12 @@ class _Normal:
     def solve(self, w0: torch.Tensor, damp: float) -> torch.Tensor:
         """argmin ‖[X 1] wᵀ − T‖² + λ‖w − w0‖², λ = damp · mean diag of the X part (the bias
         column's diagonal is the row count, a different unit)."""
-        w0 = w0.double()
+        w0 = w0.to(self.g.device).double()
         k = self.g.shape[0] - int(self.bias)
         diag = self.g.diagonal()[:k] if k else self.g.diagonal()
         lam = damp * float(diag.mean()) if diag.numel() else 0.0
         lam = max(lam, 1e-12 * max(float(self.g.diagonal().max()), 1.0))  # singular Gram (dead inputs)
-        a = self.g + lam * torch.eye(self.g.shape[0], dtype=torch.float64)
+        a = self.g + lam * torch.eye(self.g.shape[0], dtype=torch.float64, device=self.g.device)
         return torch.linalg.solve(a, self.c + lam * w0.T).T
 
 
@@ -173,10 +177,10 @@ def _write(site, w: torch.Tensor, has_bias: bool) -> None:
         bn.bias.data.add_((a * b.to(a)).to(bn.bias))
 
 
-def _scale(site, out: int) -> torch.Tensor:
+def _scale(site, out: int, device=None) -> torch.Tensor:
     """Per-output scale between the consumer and the sum, kept away from 0 (a dead channel)."""
     if site.scale is None:
-        return torch.ones(out, dtype=torch.float64)
+        return torch.ones(out, dtype=torch.float64, device=device)
     s = site.scale.double().reshape(-1)
     floor = 1e-6 * float(s.abs().max().clamp(min=1e-30))
     return torch.where(s.abs() >= floor, s, torch.where(s >= 0, floor, -floor).to(s))
@@ -214,6 +218,7 @@ def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), 
         for m, mode in modes:
             m.train(mode)
     return {"damp": cfg.damp, "examples": sum(len(next(iter(b.values()))) for b in batches), "layers": layers,
+            "gram": {"dtype": "float64", "device": str(gram_device(model_device(pruned.model)))},
             "seconds": time.time() - t0}
 
 
@@ -287,8 +292,9 @@ def _accumulate(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid):
     weights [W b], whether it has a bias column, and the per-output scale."""
     w0, has_bias = _weights(site)
     standin = _is_standin(site.consumer)
-    scale = _scale(site, w0.shape[0])
-    eq = _Normal(0 if standin else w0.shape[1] - int(has_bias), w0.shape[0], has_bias, scale ** 2)
+    scale = _scale(site, w0.shape[0], w0.device).to(w0.device)  # divides targets on the model's device
+    eq = _Normal(0 if standin else w0.shape[1] - int(has_bias), w0.shape[0], has_bias, scale ** 2,
+                 gram_device(w0.device))
     points = {"z": (site.consumer, "output")}
     if not standin:
         points["x"] = (site.consumer, "input")

@@ -42,9 +42,9 @@ def run(model: str, data: str, out: str, pcfg: PruneConfig = PruneConfig(), rcfg
     from .prune import prune
     from .retune import LatencyTarget
 
-    from . import distributed
+    from . import devices, distributed
 
-    distributed.init()
+    distributed.init(devices.resolve(pcfg.device))  # NCCL when the ranks score on GPUs
     if not distributed.is_main():  # under torchrun the other ranks only help to score
         return prune(model, data, out, pcfg, log=log)
     t0 = time.time()

@@ -63,10 +63,13 @@ class Segmentation(Classification):
 
     @torch.no_grad()
     def evaluate(self, model, batches, desc: str = "evaluate") -> dict:
+        p = next(model.parameters(), None)
+        dev = p.device if p is not None else torch.device("cpu")
         conf = []
         for b in tqdm(batches, desc=desc, unit="batch", leave=False):
-            logits = model(**{k: v for k, v in b.items() if k != "labels"}).logits
-            conf.append(confusion(logits.argmax(1), b["labels"], logits.shape[1]))
+            # one batch at a time on the model's device, counted on the CPU (as optin.evaluate)
+            logits = model(**{k: v.to(dev) for k, v in b.items() if k != "labels"}).logits
+            conf.append(confusion(logits.argmax(1).cpu(), b["labels"].cpu(), logits.shape[1]))
         return metrics(torch.cat(conf))
 
     def score(self, pred, labels, num_labels):

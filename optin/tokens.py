@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from . import distributed
+from .devices import full_precision, model_device
 from .errors import BadInput, InfeasibleBudget
 from .importance.trajectory import _passes, combine
 
@@ -52,7 +53,8 @@ def token_scores(adapter, batches, cfg) -> tuple[torch.Tensor, dict]:
     cfg: optin.importance.ScoreConfig (lam, depth, candidates_per_pass)."""
     L, n, s = len(adapter.layers()), adapter.seq_len(None), adapter.special_tokens
     cands = [(i, "token", [p]) for i in range(L) for p in range(s, n)]
-    md, kd = torch.zeros(len(cands), L), torch.zeros(len(cands))
+    dev = model_device(adapter.model)
+    md, kd = torch.zeros(len(cands), L, device=dev), torch.zeros(len(cands), device=dev)
     passes = distributed.shard(_passes(cands, cfg.candidates_per_pass))
     bar = tqdm(total=len(batches) * sum(map(len, passes)), desc="token scores", unit="cand",
                disable=not distributed.is_main())
@@ -72,14 +74,15 @@ def token_scores(adapter, batches, cfg) -> tuple[torch.Tensor, dict]:
                 x = adapter.run_layer(z, x, kctx)
                 for r, xr in enumerate(x.chunk(k)):
                     f, fd = F.normalize(xr.float(), dim=-1), feats[z][:, keeps[r]]
-                    md[group[r], z] += (f @ f.transpose(1, 2) - fd @ fd.transpose(1, 2)).pow(2).mean()
+                    with full_precision(f):  # Gram matrices in float32 under a 16-bit --dtype too
+                        md[group[r], z] += (f @ f.transpose(1, 2) - fd @ fd.transpose(1, 2)).pow(2).mean()
             q = F.log_softmax(adapter.head(x, kctx).float(), -1)
             for r, qr in enumerate(q.chunk(k)):
                 kd[group[r]] += F.kl_div(qr, logp, log_target=True, reduction="batchmean")
             bar.update(k)
     bar.close()
     distributed.reduce_sum(md, kd)
-    md, kd = md / len(batches), kd / len(batches)
+    md, kd = md.cpu() / len(batches), kd.cpu() / len(batches)
     score = combine(md, kd, torch.tensor([c[0] for c in cands]), cfg.depth, cfg.lam)
     out = torch.full((L, n), float("inf"))
     out[:, s:] = score.view(L, n - s)

@@ -11,6 +11,11 @@ speedup.measured = median_dense / median_pruned; mac_implied = MACs_dense / MACs
 An INT8 / FP16 engine is timed against the dense float32 model (`speedup`) and the dense model
 built the same way (`same_precision`, profiling.dense), the three interleaved in one loop.
 speedup.ci95 is a bootstrap over the interleaved iterations: the spread of the ratio itself.
+The torch backend runs where the model was loaded (the CPU, wall-clock timing) unless --device
+cuda: then both models sit on the GPU, each iteration is timed by CUDA events around it (GPU
+time, not the host's launch overhead), optionally in float16 (--fp16: dense and pruned alike,
+so the speedup compares like with like) and replayed from a CUDA graph (--cuda-graphs: captured
+once per input shape, after the warm-up).
 """
 from __future__ import annotations
 
@@ -38,6 +43,9 @@ class ProfileConfig:
     sweep_seq: tuple[int, ...] = ()
     engine: object = None                      # export.engines.EngineConfig (None: its defaults)
     same_precision: bool = True                # INT8 / FP16: also time the dense model at that precision
+    device: str | None = None                  # torch backend: auto, cpu, cuda[:N] (None: where it loads, the CPU)
+    fp16: bool = False                         # torch backend on CUDA: both models in float16
+    cuda_graphs: bool = False                  # torch backend on CUDA: replay a captured graph per iteration
 
     def check(self) -> None:
         if self.backend not in BACKENDS:
@@ -46,38 +54,116 @@ class ProfileConfig:
             raise BadInput("--batch must be >= 1 and --seq >= 2 (also in sweeps)")
         if self.iters < 10 or self.warmup < 0:
             raise BadInput(f"--iters must be >= 10 for percentiles to mean anything, got {self.iters}")
+        torch_only = [f for f, on in (("--device", self.device is not None), ("--fp16", self.fp16),
+                                      ("--cuda-graphs", self.cuda_graphs)) if on]
+        if torch_only and self.backend != "torch":
+            raise BadInput(f"{' / '.join(torch_only)} apply to --backend torch; {self.backend} takes its device from "
+                           "--provider and its precision from `optin engine --fp16`")
+
+    def torch_device(self):
+        """The torch backend's device (None: leave the model where it loads); --fp16 and
+        --cuda-graphs only on CUDA (one line, exit 2, otherwise)."""
+        from optin.devices import resolve
+
+        if self.backend != "torch" or self.device is None:
+            dev = None
+        else:
+            dev = resolve(self.device)
+        if (self.fp16 or self.cuda_graphs) and (dev is None or dev.type != "cuda"):
+            flags = " / ".join(f for f, on in (("--fp16", self.fp16), ("--cuda-graphs", self.cuda_graphs)) if on)
+            raise BadInput(f"{flags} time the model on a GPU; add --device cuda")
+        return dev
 
 
 # --- runners ---------------------------------------------------------------------------------
 class TorchRunner:
-    """The eager PyTorch model, for reference timings (CPU, or CUDA when the model is there)."""
+    """The eager PyTorch model, for reference timings (CPU, or CUDA when the model is there or
+    `device` says so). On CUDA, `timed()` measures one run with CUDA events; fp16 casts the
+    model to float16; cuda_graphs captures the forward pass at bind() and replays it."""
 
-    def __init__(self, model, threads: int | None = None):
+    def __init__(self, model, threads: int | None = None, device=None, fp16: bool = False, cuda_graphs: bool = False):
         import torch
 
         if threads:  # torch's OpenMP pool, like ORT's spinning threads, collapses on a busy shared CPU
             torch.set_num_threads(threads)
         self.torch, self.model = torch, model.eval()
-        self.device = next(model.parameters()).device
+        if device is not None:
+            self.model.to(device)
+        if fp16:
+            self.model.half()
+        p = next(model.parameters())
+        self.device, self.dtype = p.device, p.dtype
+        if self.device.type == "cuda":  # streams, events and graph replays below use the current device's
+            torch.cuda.set_device(self.device)
+        if cuda_graphs and self.device.type != "cuda":
+            raise BadInput("--cuda-graphs time the model on a GPU; add --device cuda")
+        self.cuda_graphs = cuda_graphs
         self.providers = [f"torch-{self.device.type}"]
-        self._inputs = None
+        self._inputs = self._graph = None
 
     def bind(self, batch: dict) -> None:
-        self._inputs = {k: v.to(self.device) for k, v in batch.items()}
+        # float inputs (pixel values) in the model's dtype; token ids stay integers
+        self._inputs = {k: v.to(self.device, self.dtype if v.is_floating_point() else v.dtype) for k, v in batch.items()}
+        if self.cuda_graphs:
+            self._graph = None  # a new shape: the old graph (and its memory pool) goes
+            self._graph = self._capture()
 
-    def run(self) -> None:
+    def _capture(self):
+        """The forward pass captured on static inputs (self._inputs, which replays read). CUDA
+        requires a few runs on a side stream first (lazy initialisation, cuBLAS workspaces)."""
+        torch = self.torch
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        try:
+            with torch.inference_mode():
+                with torch.cuda.stream(side):
+                    for _ in range(3):
+                        self.model(**self._inputs)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    self._out = self.model(**self._inputs)
+        except RuntimeError as e:  # an op that syncs with the host or allocates outside the graph's pool
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BadInput(f"--cuda-graphs: {type(self.model).__name__} could not be captured in a CUDA graph "
+                           f"({first}); drop --cuda-graphs") from None
+        torch.cuda.synchronize(self.device)
+        return graph
+
+    def _launch(self) -> None:
+        if self._graph is not None:
+            self._graph.replay()
+            return
         with self.torch.inference_mode():
             self.model(**self._inputs)
+
+    def run(self) -> None:
+        self._launch()
         if self.device.type == "cuda":
-            self.torch.cuda.synchronize()
+            self.torch.cuda.synchronize(self.device)
+
+    def timed(self) -> float | None:
+        """Seconds of one run, by CUDA events on the GPU's stream (None on the CPU: wall clock)."""
+        if self.device.type != "cuda":
+            return None
+        cuda = self.torch.cuda
+        start, end = cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)
+        start.record()
+        self._launch()
+        end.record()
+        end.synchronize()
+        return start.elapsed_time(end) / 1e3
 
 
-def open_runner(backend: str, model_dir: str, engine_cfg, loaded=None, log=print):
-    """A runner for the model in model_dir; TensorRT and ORT come from export.engines (imported there)."""
+def open_runner(backend: str, model_dir: str, engine_cfg, loaded=None, log=print, cfg: ProfileConfig | None = None):
+    """A runner for the model in model_dir; TensorRT and ORT come from export.engines (imported there).
+    cfg: the torch backend's device, fp16 and CUDA graphs (None: eager, where the model loads)."""
     if backend == "torch":
         from export.samples import load
 
-        return TorchRunner((loaded or load(model_dir, log=log)).model, engine_cfg.threads)
+        dev = cfg.torch_device() if cfg is not None else None
+        return TorchRunner((loaded or load(model_dir, log=log)).model, engine_cfg.threads, dev,
+                           bool(cfg and cfg.fp16), bool(cfg and cfg.cuda_graphs))
     from export.engines import get_backend
     from export.onnx import ensure_onnx
 
@@ -97,6 +183,11 @@ def stats(times_s, batch: int) -> dict:
 
 
 def _timed(runner) -> float:
+    """One run's seconds: the runner's own timer where it has one (CUDA events), else wall clock."""
+    own = getattr(runner, "timed", None)
+    t = own() if own is not None else None
+    if t is not None:
+        return t
     t0 = time.perf_counter()
     runner.run()
     return time.perf_counter() - t0
@@ -234,6 +325,7 @@ def open_pair(model_dir: str, cfg: ProfileConfig, log=print) -> Pair:
     from .dense import dense_dir as _dense_dir, engine_cfg, same_precision_dir
 
     cfg.check()
+    cfg.torch_device()  # a missing GPU or a flag without one fails before anything is loaded
     if not os.path.isdir(model_dir):
         raise BadInput(f"{model_dir!r} is not a model folder; give the folder written by `optin prune`")
     from optin.adapters import adapter_for
@@ -242,14 +334,15 @@ def open_pair(model_dir: str, cfg: ProfileConfig, log=print) -> Pair:
     loaded = load(model_dir, log=log)
     # an image model's token count is fixed by its resolution: report that, not --seq
     cfg = replace(cfg, seq=adapter_for(loaded.model).seq_len(cfg.seq))
-    target = open_runner(cfg.backend, model_dir, cfg.engine, loaded, log=log)
+    target = open_runner(cfg.backend, model_dir, cfg.engine, loaded, log=log, cfg=cfg)
     if not cfg.against:
         return Pair(cfg, loaded, target, None, None)
     ddir = _dense_dir(model_dir, cfg.against, cfg, loaded.meta.get("data"), split_config(loaded), log)
     fp32 = replace(cfg, engine=replace(cfg.engine, fp16=False, int8=False))
     # a dense folder given as is keeps its own TensorRT engine; a float32 ORT one runs model.onnx
     dense_cfg = engine_cfg(ddir, fp32, follow_built=cfg.backend == "tensorrt")
-    dense = open_runner(cfg.backend, ddir, dense_cfg if cfg.backend == "tensorrt" else fp32.engine, log=log)
+    # torch: the dense model on the same device, in the same precision (cfg, not fp32)
+    dense = open_runner(cfg.backend, ddir, dense_cfg if cfg.backend == "tensorrt" else fp32.engine, log=log, cfg=cfg)
     sdir = same_precision_dir(model_dir, ddir, cfg, log) if cfg.same_precision else None
     same = open_runner(cfg.backend, sdir, cfg.engine, log=log) if sdir else None
     return Pair(cfg, loaded, target, dense, ddir, same, sdir)
@@ -274,10 +367,11 @@ def profile(model_dir: str, cfg: ProfileConfig = ProfileConfig(), log=print) -> 
     timed = compare_all(runners, inputs, cfg.iters, cfg.warmup)
     b = timed[0]
     main = {"b": b} | ({"a": timed[1]} if dense is not None else {})
+    prec = "fp16" if cfg.backend == "torch" and cfg.fp16 else cfg.engine.precision
     report = {"command": "profile", "backend": cfg.backend, "batch": cfg.batch, "seq": cfg.seq,
-              "precision": cfg.engine.precision, "latency_ms": b["latency_ms"], "throughput": b["throughput"],
+              "precision": prec, "latency_ms": b["latency_ms"], "throughput": b["throughput"],
               "cv": b["cv"], "iters": cfg.iters, "warmup": cfg.warmup, "inputs": source, "providers": target.providers,
-              "session": _session_info(cfg), "warnings": []}
+              "session": _session_info(cfg, target), "warnings": []}
     if b["unstable"]:
         report["warnings"].append(f"pruned latency cv {b['cv']:.2f} > {CV_WARN}: noisy machine, widen --iters")
     if dense is not None:
@@ -285,10 +379,12 @@ def profile(model_dir: str, cfg: ProfileConfig = ProfileConfig(), log=print) -> 
         macs_p, src_p = model_macs(model_dir, cfg.seq)
         implied = macs_d / macs_p
         a = timed[1]
-        report["dense"] = {"model": cfg.against, "dir": _inside(dense_dir, model_dir), "precision": "fp32",
+        # torch --fp16 runs the dense model in float16 too; every other backend's reference is float32
+        ref = prec if cfg.backend == "torch" else "fp32"
+        report["dense"] = {"model": cfg.against, "dir": _inside(dense_dir, model_dir), "precision": ref,
                            "latency_ms": a["latency_ms"], "throughput": a["throughput"], "cv": a["cv"],
                            "providers": dense.providers}
-        report["speedup"] = _speedup(a, b, implied) | {"reference": "dense float32"}
+        report["speedup"] = _speedup(a, b, implied) | {"reference": "dense float32" if ref == "fp32" else f"dense {ref}"}
         report["macs"] = {"dense": macs_d, "pruned": macs_p, "seq_len": cfg.seq, "source": [src_d, src_p],
                           "unit": "MACs per example (1 MAC = 1 multiply-add = 2 FLOPs)"}
         if a["unstable"]:
@@ -313,7 +409,7 @@ def _inside(path: str, root: str) -> str:
     return path if rel.startswith("..") else rel
 
 
-def _session_info(cfg: ProfileConfig) -> dict:
+def _session_info(cfg: ProfileConfig, runner=None) -> dict:
     e = cfg.engine
     if cfg.backend == "onnxruntime":
         return {"provider": e.provider, "graph_optimization_level": e.level, "intra_op_threads": e.threads,
@@ -322,7 +418,13 @@ def _session_info(cfg: ProfileConfig) -> dict:
     if cfg.backend == "tensorrt":
         return {"precision": "int8" if e.int8 else "fp16" if e.fp16 else "fp32",
                 "min_shape": list(e.min_shape), "opt_shape": list(e.opt_shape), "max_shape": list(e.max_shape)}
-    return {"torch_threads": e.threads}
+    out = {"torch_threads": e.threads}
+    if cfg.device is not None:  # --device given: where it ran (read off the weights) and how it was timed
+        from optin.devices import describe
+
+        out.update(device=describe(runner.device), fp16=cfg.fp16, cuda_graphs=cfg.cuda_graphs,
+                   timer="cuda events" if runner.device.type == "cuda" else "perf_counter")
+    return out
 
 
 def _gpu_versions() -> dict:

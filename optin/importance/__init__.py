@@ -43,11 +43,14 @@ class Scores:
         return self
 
 
-def register(name: str):
+def register(name: str, gradients: bool = False):
+    """gradients: the method back-propagates through the model (optin.devices.check_dtype refuses
+    float16 for it)."""
     def deco(fn):
         @functools.wraps(fn)
         def method(adapter, batches, cfg, *args, **kwargs):
             return fn(adapter, batches, cfg, *args, **kwargs).only_present(adapter.dims())
+        method.uses_gradients = gradients
         METHODS[name] = method
         return method
     return deco

@@ -66,7 +66,7 @@ def per_example_masks(adapter, batch_size: int, device):
             p.requires_grad_(True)
 
 
-@register("optin-est")
+@register("optin-est", gradients=True)
 def trajectory_estimate(adapter, batches, cfg, probes: int = PROBES):
     d = adapter.dims()
     L = d.num_layers

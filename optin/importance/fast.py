@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import distributed
+from ..devices import full_precision
 from . import register
 from .estimate import _signs, kd_root, per_example_masks
 from .trajectory import layer_rows, rescore
@@ -69,12 +70,13 @@ def by_length(batches: list[dict]) -> list[dict]:
 
 
 def _rows_features(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row-normalised features of the Gram rows, and the example each row belongs to."""
-    f = F.normalize(x.reshape(-1, x.shape[-1])[rows].float(), dim=-1)
+    """Row-normalised features of the Gram rows (float32), and the example each row belongs to."""
+    with full_precision(x):
+        f = F.normalize(x.reshape(-1, x.shape[-1])[rows].float(), dim=-1)
     return f, rows.to(x.device) // x.shape[1]
 
 
-@register("optin-fast")
+@register("optin-fast", gradients=True)
 def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
     d = adapter.dims()
     L = d.num_layers
@@ -109,7 +111,8 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
                     if not bool(mine_z.any()):
                         continue
                     g = torch.where(mine_z[:, None], f, f.detach())
-                    target = target + (_signs((len(f), len(f)), gen, dev) * (g @ g.T)).sum()
+                    with full_precision(g):  # the Gram in float32 under a 16-bit --dtype too
+                        target = target + (_signs((len(f), len(f)), gen, dev) * (g @ g.T)).sum()
                 gh, gn = torch.autograd.grad(target, [hm, nm], retain_graph=True, allow_unused=True,
                                              materialize_grads=True)
                 for z, own in enumerate(owners):
@@ -122,8 +125,9 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
             root = kd_root(logp)  # exact KD: each example's own Jacobian row
             # signs also where an example has several rows (a segmenter's pixels): they sum in its mask's gradient
             signs = _signs(root.shape[:2], gen, dev) if root.shape[1] > 2 or len(root) != B else 1.0
-            gh, gn = torch.autograd.grad((signs * torch.einsum("brc,bc->br", root, logp)).sum(), [hm, nm],
-                                         allow_unused=True, materialize_grads=True)
+            with full_precision(logp):
+                kd_target = (signs * torch.einsum("brc,bc->br", root, logp)).sum()
+            gh, gn = torch.autograd.grad(kd_target, [hm, nm], allow_unused=True, materialize_grads=True)
             kd_h += 0.5 * (gh ** 2).sum(0) / B
             kd_n += 0.5 * (gn ** 2).sum(0) / B
             bar.update()

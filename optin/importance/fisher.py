@@ -33,7 +33,7 @@ def mask_gradients(adapter, batches, desc: str = "mask gradients"):
     total = sum(len(b["labels"]) for b in batches)
     with mask_variables(adapter) as (hm, nm):
         for ex in tqdm(single_examples(batches), total=total, desc=desc, unit="ex"):
-            loss = torch.nn.functional.cross_entropy(adapter.forward(ex), ex["labels"])
+            loss = torch.nn.functional.cross_entropy(adapter.forward(ex).float(), ex["labels"])
             gh, gn = torch.autograd.grad(loss, [hm, nm], allow_unused=True, materialize_grads=True)  # CNN: no heads
             yield gh.detach(), gn.detach()
 
@@ -44,7 +44,7 @@ def _zeros(adapter):
     return torch.zeros(d.num_layers, d.num_heads, device=dev), torch.zeros(d.num_layers, d.ffn_size, device=dev)
 
 
-@register("fisher")
+@register("fisher", gradients=True)
 def fisher(adapter, batches, cfg):
     h_acc, n_acc = _zeros(adapter)
     for gh, gn in mask_gradients(adapter, batches, "fisher scores"):
@@ -53,12 +53,12 @@ def fisher(adapter, batches, cfg):
     return Scores(h_acc.cpu(), n_acc.cpu(), {"method": "fisher", "examples": sum(len(b["labels"]) for b in batches)})
 
 
-@register("fisher-batch")
+@register("fisher-batch", gradients=True)
 def fisher_batch(adapter, batches, cfg):
     h_acc, n_acc = _zeros(adapter)
     with mask_variables(adapter) as (hm, nm):
         for b in tqdm(batches, desc="fisher scores (batched)", unit="batch"):
-            loss = torch.nn.functional.cross_entropy(adapter.forward(b), b["labels"])
+            loss = torch.nn.functional.cross_entropy(adapter.forward(b).float(), b["labels"])
             gh, gn = torch.autograd.grad(loss, [hm, nm], allow_unused=True, materialize_grads=True)
             h_acc += gh ** 2
             n_acc += gn ** 2

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from .. import distributed
 from ..errors import BadInput
 from ..channels import ops
+from ..devices import full_precision
 from ..masking import mask_hooks
 from . import Scores, register
 
@@ -38,8 +39,9 @@ DEPTH_MODES = ("normalized", "anchored", "sum", "mean", "final")
 
 
 def _gram(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    f = F.normalize(x.reshape(-1, x.shape[-1])[rows].float(), dim=-1)
-    return f @ f.T
+    with full_precision(x):  # float32 under --dtype bfloat16/float16 too (optin.devices)
+        f = F.normalize(x.reshape(-1, x.shape[-1])[rows].float(), dim=-1)
+        return f @ f.T
 
 
 def token_rows(batch: dict, rows_per_batch: int, gen: torch.Generator, valid=None) -> torch.Tensor:
@@ -99,7 +101,7 @@ class _DenseCache:
                     valid = adapter.valid_tokens(b, i)  # the tokens this block's FFN ran on
                     for r, (run, start) in enumerate(runs[i]):
                         a = ops(run.consumer).rows(acts[(i, r)], valid)
-                        act[i, start:start + run.width] += a.abs().sum(0).cpu()
+                        act[i, start:start + run.width] += a.float().abs().sum(0).cpu()
                         count[i, start:start + run.width] += a.shape[0]
                 logp = F.log_softmax(adapter.task.rows(adapter.head(h, ctx)).float(), -1)
                 self.items.append((inputs, ctx, rows, grams, logp))
