@@ -49,10 +49,39 @@ ap.add_argument("--no-recon", action="store_true", help="masks only (the 'before
 ap.add_argument("--no-producers", action="store_true", help="re-fit only the consumers (not q/k/v, FFN input, conv1)")
 ap.add_argument("--bn", default="before", choices=["before", "none", "after"],
                 help="CNNs: re-estimate BatchNorm statistics before the re-fit (optin prune's order), not at all, or after")
+ap.add_argument("--allocation", default=None, choices=["global", "even"],
+                help="the search's sharing of the budget across layers (optin.search); default: the family's")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
+ap.add_argument("--table", action="store_true", help="print the saved results as a Markdown table and exit")
 a = ap.parse_args()
+
+
+def table(path):
+    """Markdown: accuracy (points) before → after the re-fit per method and budget, the drop
+    from dense after it, and the exact McNemar p against Fisher + re-fit on the same examples."""
+    res = read_json(path)
+    dense = 100 * res["dense"]["accuracy"]
+    print(f"{res['model']} ({res['split']}, n = {res['dense']['n']}): dense {dense:.2f}%\n")
+    print("| method | MACs kept | masks only | + re-fit | drop | re-fit s | vs fisher + re-fit (p) |")
+    print("|---|---|---|---|---|---|---|")
+    for r in sorted(res["rows"], key=lambda r: (r["method"], r["budget"])):
+        if "after" not in r:
+            continue
+        after = 100 * r["after"]["accuracy"]
+        ref = next((q for q in res["rows"] if q["method"] == "fisher" and q["budget"] == r["budget"]
+                    and "after_correct" in q and q is not r), None)
+        vs = mcnemar(r["after_correct"], ref["after_correct"]) if ref else None
+        vs = f"+{vs['a_only']} / −{vs['b_only']} (p = {vs['p']:.2g})" if vs else ""
+        print(f"| {r['method']} | {r['mac_ratio']:.3f} | {100 * r['before']['accuracy']:.2f} | {after:.2f} "
+              f"± {100 * r['after']['ci95']:.2f} | {dense - after:.2f} | {r['recon_s']:.0f} | {vs} |")
+
+
+if a.table:
+    table(os.path.join(RESULTS, f"recon_{a.model}" + ("" if a.split == "test" else "_dev")
+                       + (f"_{a.tag}" if a.tag else "") + ("_quick" if a.quick else "") + ".json"))
+    raise SystemExit
 if a.quick:
     a.budgets, a.methods, a.dev_size = "0.3,0.5", "optin-est,fisher", 1000
 torch.set_num_threads(a.threads)
@@ -99,7 +128,8 @@ for name in a.methods.split(","):
     scores = scores_cached(ad, calib, name, ScoreConfig(), f"{a.model}-c128")  # runs/cache: scored once per model
     t_score = scores.meta.get("seconds", time.time() - t0)
     for budget in todo:
-        r = search(scores.heads, scores.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align)
+        r = search(scores.heads, scores.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
+                   a.allocation or ad.default_allocation)
         spec = PruneSpec.from_masks(model.config.model_type, r.head_mask, r.neuron_mask, dims=ad.dims())
         m = copy.deepcopy(model)
         pa = adapter_for(m)

@@ -41,6 +41,10 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--align", type=int, default=None,
                    help="keep FFN widths (CNN channels) at multiples of N (default: the family's; 8 for CNN "
                         "channels, 1 otherwise)")
+    p.add_argument("--allocation", default=None, choices=["global", "even"],
+                   help="how the budget is shared across layers: global (units of all layers ranked together by "
+                        "score) or even (each layer keeps the same share, its best units by score); default: the "
+                        "family's (even for CNNs, global otherwise)")
     p.add_argument("--token-share", type=float, default=0.0,
                    help="ViT/DeiT: part of the MAC reduction taken by dropping tokens, 0-1 (default 0: heads "
                         "and neurons only); the rest comes from heads and neurons")
@@ -81,7 +85,7 @@ def _prune_config(a):
     from .reconstruct import ReconConfig
 
     return PruneConfig(flops=a.flops, method=a.method, seed=a.seed, calib=a.calib, batch_size=a.batch_size,
-                       max_length=a.max_length, align=a.align, token_share=a.token_share, eval_limit=a.eval_limit,
+                       max_length=a.max_length, align=a.align, allocation=a.allocation, token_share=a.token_share, eval_limit=a.eval_limit,
                        fvcore=not a.no_fvcore, bn_recalib=not a.no_bn_recalib, reconstruct=not a.no_reconstruct,
                        recon=ReconConfig(damp=a.recon_damp, calib=a.recon_calib),
                        score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth),

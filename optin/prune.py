@@ -21,6 +21,7 @@ from .errors import BadData, BadInput
 from .importance import ScoreConfig
 from .prepare import DEFAULT_MAX_LENGTH, Prepared, prepare  # noqa: F401  (prepare: callers import it from here)
 from .reconstruct import ReconConfig
+from .search import ALLOCATIONS
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class PruneConfig:
     batch_size: int = 32
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
+    allocation: str | None = None  # global | even (optin.search); None: the family's default_allocation
     bn_recalib: bool = True        # re-estimate BatchNorm statistics after narrowing (optin.recalibrate)
     reconstruct: bool = True       # re-fit the weights that read the kept units (optin.reconstruct)
     recon: ReconConfig = field(default_factory=ReconConfig)
@@ -54,7 +56,14 @@ class PruneConfig:
         if self.max_length is not None and self.max_length < 2:
             raise BadInput(f"--max-length must be at least 2, got {self.max_length}")
         self.recon.check()
+        if self.allocation is not None and self.allocation not in ALLOCATIONS:
+            raise BadInput(f"unknown --allocation {self.allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
         devices.dtype_of(self.dtype)
+
+
+def allocation(adapter, cfg: PruneConfig) -> str:
+    """--allocation, else the family's default (optin.search)."""
+    return cfg.allocation or adapter.default_allocation
 
 
 def cost_model_for(adapter, seq_len: int, tokens=None):
@@ -255,7 +264,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     c_type = model.config.model_type
     if spec is None:
         costs = cost_model_for(adapter, seq, None if kept_tokens is None else [len(k) for k in kept_tokens])
-        res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, align)
+        res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, align, allocation(adapter, cfg))
         spec = PruneSpec.from_masks(c_type, res.head_mask, res.neuron_mask, kept_tokens, dims=dims)
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
@@ -278,7 +287,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     t4 = time.time()
     report = {
         "command": "prune", "model": type(model).__name__, "model_path": None, "model_type": c_type, "data": None,
-        "method": cfg.method, "budget": cfg.flops, "align": align, "macs": macs,
+        "method": cfg.method, "budget": cfg.flops, "align": align, "allocation": allocation(adapter, cfg), "macs": macs,
         "accuracy": None if acc_pruned is None else {
             "dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"], "dense_ci95": acc_dense["ci95"],
             "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"], "metric": adapter.task.metric,
@@ -374,7 +383,8 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
             distributed.finish()
             return None
         align = prep.adapter.default_align if cfg.align is None else cfg.align
-        spec, retune = latency_search(scores, prep.adapter, prep.tok, prep.path, latency, extra, align, log=log)
+        spec, retune = latency_search(scores, prep.adapter, prep.tok, prep.path, latency, extra, align,
+                                      allocation(prep.adapter, cfg), log=log)
     res = prune_model(prep.model, prep.calib, config=cfg, processor=prep.tok, eval_data=prep.test,
                       recon_data=prep.recon, scores=scores, spec=spec, log=log)
     if res is None:

@@ -119,7 +119,7 @@ def _table(adapter, target: LatencyTarget, log):
 
 
 def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget, extra: dict, align: int = 1,
-                   log=print):
+                   allocation: str = "global", log=print):
     """Returns (spec, info): info holds the target, whether it was met (within tol), why the loop
     stopped, the latency table and every round (goal, predicted and measured speedups with their
     interval, kept units, MAC ratio, the reason for its goal)."""
@@ -167,7 +167,7 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
             if sum(not r.get("reused_round") for r in rounds) >= target.rounds:
                 stop = f"all {target.rounds} measured rounds used (--retune-rounds)"
                 break
-            res = search(scores.heads, scores.neurons, lat, lat.total(*full) / goal, align)
+            res = search(scores.heads, scores.neurons, lat, lat.total(*full) / goal, align, allocation)
             spec = PruneSpec.from_masks(adapter.config.model_type, res.head_mask, res.neuron_mask, dims=d)
             why = step.reason if points else ("first goal: the target" if q == 1.0 else
                                               f"first goal: target / dense {ecfg.precision}'s {q:.2f}x")

@@ -148,6 +148,8 @@ class Adapter:
     has_attention: bool = True
     # neurons kept in multiples of this unless --align says otherwise (optin.search)
     default_align: int = 1
+    # how the search shares the budget across layers unless --allocation says otherwise (optin.search)
+    default_allocation: str = "global"
 
     def __init__(self, model: nn.Module):
         self.model = model

@@ -68,3 +68,35 @@ def test_more_budget_never_less_score():
         totals.append(float((hs * r.head_mask).sum() + (ns * r.neuron_mask).sum()))
     assert totals == sorted(totals)
     assert not any(a == b for a, b in itertools.pairwise(totals))
+
+
+def test_even_allocation_spreads_the_budget_and_keeps_each_layers_best():
+    """Scores that fall with depth: the global ranking empties the last layer, the even one keeps
+    about the same share in every layer, each layer's best units by score."""
+    hs, ns, cm, dense = _setup(seed=5)
+    ns = ns * torch.tensor([[100.0], [10.0], [1.0]])  # layer 0 ≫ layer 2
+    hs = hs * 0 + 10  # heads alike: the neurons decide
+    g = search(hs, ns, cm, 0.3 * dense)
+    e = search(hs, ns, cm, 0.3 * dense, allocation="even")
+    assert g.neuron_mask[2].sum() == 0 and g.neuron_mask[0].all()
+    kept = e.neuron_mask.sum(1)
+    assert int(kept.max() - kept.min()) <= 1 and kept.min() > 0
+    assert e.cost <= 0.3 * dense * (1 + 1e-6)
+    for i in range(ns.shape[0]):
+        k, d = ns[i][e.neuron_mask[i] > 0], ns[i][e.neuron_mask[i] == 0]
+        assert k.min() >= d.max()
+
+
+def test_unknown_allocation_is_one_line():
+    from optin.errors import BadInput
+
+    hs, ns, cm, dense = _setup()
+    with pytest.raises(BadInput, match="--allocation"):
+        search(hs, ns, cm, dense, allocation="uniform")
+
+
+def test_cnn_families_allocate_evenly_by_default():
+    from optin.adapters.base import Adapter
+    from optin.adapters.conv import ConvAdapter
+
+    assert ConvAdapter.default_allocation == "even" and Adapter.default_allocation == "global"
