@@ -35,7 +35,8 @@ from optin.report import versions
 from optin.search import search
 from optin.spec import PruneSpec
 
-DATA = {"minilm-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist", "resnet-fmnist": "fashion-mnist"}
+DATA = {"minilm-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist", "resnet-fmnist": "fashion-mnist",
+        "lite0-fmnist": "fashion-mnist"}
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="minilm-rt", choices=sorted(DATA))

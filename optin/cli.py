@@ -44,7 +44,7 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--allocation", default=None, choices=["global", "even"],
                    help="how the budget is shared across layers: global (units of all layers ranked together by "
                         "score) or even (each layer keeps the same share, its best units by score); default: the "
-                        "family's (even for CNNs, global otherwise)")
+                        "family's (even for ResNet, global otherwise)")
     p.add_argument("--token-share", type=float, default=0.0,
                    help="ViT/DeiT: part of the MAC reduction taken by dropping tokens, 0-1 (default 0: heads "
                         "and neurons only); the rest comes from heads and neurons")

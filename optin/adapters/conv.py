@@ -91,8 +91,6 @@ class ConvAdapter(ImageAdapter):
     # ONNX Runtime's CPU convs run channels in blocks of 8 (NCHWc); measured: an unaligned 60% mask made
     # EfficientNet-Lite0 0.61x as fast as dense, the same budget aligned to 8 1.45x (docs/vision.md)
     default_align = 8
-    # late blocks' channels score low and a global ranking empties them (optin.search)
-    default_allocation = "even"
 
     # --- family knowledge ---------------------------------------------------------------------
     def runs(self, i: int) -> list[Channels]:

@@ -95,8 +95,10 @@ def test_unknown_allocation_is_one_line():
         search(hs, ns, cm, dense, allocation="uniform")
 
 
-def test_cnn_families_allocate_evenly_by_default():
+def test_resnet_allocates_evenly_by_default():
     from optin.adapters.base import Adapter
-    from optin.adapters.conv import ConvAdapter
+    from optin.adapters.efficientnet_lite import EfficientNetLiteAdapter
+    from optin.adapters.resnet import ResNetAdapter
 
-    assert ConvAdapter.default_allocation == "even" and Adapter.default_allocation == "global"
+    assert ResNetAdapter.default_allocation == "even"
+    assert Adapter.default_allocation == EfficientNetLiteAdapter.default_allocation == "global"
