@@ -79,9 +79,11 @@ def table(path):
               f"± {100 * r['after']['ci95']:.2f} | {dense - after:.2f} | {r['recon_s']:.0f} | {vs} |")
 
 
+suffix = f"_{a.model}" + ("" if a.split == "test" else "_dev") + (f"_{a.tag}" if a.tag else "") + \
+    ("_quick" if a.quick else "")
+out_json = os.path.join(RESULTS, f"recon{suffix}.json")
 if a.table:
-    table(os.path.join(RESULTS, f"recon_{a.model}" + ("" if a.split == "test" else "_dev")
-                       + (f"_{a.tag}" if a.tag else "") + ("_quick" if a.quick else "") + ".json"))
+    table(out_json)
     raise SystemExit
 if a.quick:
     a.budgets, a.methods, a.dev_size = "0.3,0.5", "optin-est,fisher", 1000
@@ -100,9 +102,6 @@ else:
     evalb = prep.test[:16] if a.quick else prep.test
 labels = torch.cat([b["labels"] for b in evalb])
 dense_macs = dense_model_macs(ad, seq)
-suffix = f"_{a.model}" + ("" if a.split == "test" else "_dev") + (f"_{a.tag}" if a.tag else "") + \
-    ("_quick" if a.quick else "")
-out_json = os.path.join(RESULTS, f"recon{suffix}.json")
 res = read_json(out_json) or {"model": a.model, "split": a.split, "rows": []}
 done = {(r["method"], r["budget"]) for r in res["rows"]}
 

@@ -21,7 +21,7 @@ from .errors import BadData, BadInput
 from .importance import ScoreConfig
 from .prepare import DEFAULT_MAX_LENGTH, Prepared, prepare  # noqa: F401  (prepare: callers import it from here)
 from .reconstruct import ReconConfig
-from .search import ALLOCATIONS
+from .search import check_allocation
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ class PruneConfig:
         if self.max_length is not None and self.max_length < 2:
             raise BadInput(f"--max-length must be at least 2, got {self.max_length}")
         self.recon.check()
-        if self.allocation is not None and self.allocation not in ALLOCATIONS:
-            raise BadInput(f"unknown --allocation {self.allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
+        if self.allocation is not None:  # before any scoring is spent
+            check_allocation(self.allocation)
         devices.dtype_of(self.dtype)
 
 

@@ -60,6 +60,11 @@ def _rank(scores: torch.Tensor, costs, block: int):
 ALLOCATIONS = ("global", "even")
 
 
+def check_allocation(name: str) -> None:
+    if name not in ALLOCATIONS:
+        raise BadInput(f"unknown --allocation {name!r}; choose one of: {', '.join(ALLOCATIONS)}")
+
+
 def layer_percentiles(scores: torch.Tensor) -> torch.Tensor:
     """Each layer's scores → their percentile within the layer (1: its best unit) times the mean
     score over all layers; absent units (-inf) stay absent."""
@@ -79,8 +84,7 @@ def search(head_scores, neuron_scores, cost_model, budget: float, align: int = 1
     """budget: allowed cost in the cost model's units (e.g. MACs per example)."""
     if align < 1:
         raise BadInput(f"--align must be a positive integer, got {align}")
-    if allocation not in ALLOCATIONS:
-        raise BadInput(f"unknown --allocation {allocation!r}; choose one of: {', '.join(ALLOCATIONS)}")
+    check_allocation(allocation)
     if allocation == "even":
         head_scores, neuron_scores = layer_percentiles(head_scores), layer_percentiles(neuron_scores)
     if budget < cost_model.fixed:
