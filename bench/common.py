@@ -65,7 +65,8 @@ def mask_for(adapter, scores, budget, align=1):
     return search(scores.heads, scores.neurons, cm, budget * dense, align)
 
 
-def plot_accuracy(rows, dense, path, title, x="budget", xlabel="MACs kept (fraction of dense)"):
+def plot_accuracy(rows, dense, path, title, x="budget", xlabel="MACs kept (fraction of dense)",
+                  ylabel="test accuracy %"):
     """Accuracy (%, with 95% error bars) against MACs kept, one line per method, dense dashed.
     rows: dicts with "method", x, "accuracy", "ci95"; dense: {"accuracy", "n"}."""
     from optin.plots import _plt
@@ -80,7 +81,7 @@ def plot_accuracy(rows, dense, path, title, x="budget", xlabel="MACs kept (fract
                     yerr=[100 * p["ci95"] for p in pts], marker="o", ms=4, capsize=3, label=name)
     ax.axhline(100 * dense["accuracy"], color="gray", ls="--", label="dense")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"test accuracy % (n={dense['n']}, 95% CI)")
+    ax.set_ylabel(f"{ylabel} (n={dense['n']}, 95% CI)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()

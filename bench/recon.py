@@ -1,14 +1,18 @@
 """Every importance method with and without the closed-form re-fit (optin.reconstruct), budgets
-0.2-0.9, on minilm-rt, vit-fmnist and resnet-fmnist; times; paired McNemar tests.
+0.2-0.9, on minilm-rt, vit-fmnist, resnet-fmnist, lite0-fmnist and swin-fmnist-seg; times; paired
+McNemar tests (classifiers).
 
 Each point: scores on the 128 calibration examples (cached per method), the search's mask at the
 budget, physically narrowed on a copy (CNNs: BatchNorm statistics re-estimated, as `optin prune`
 does), evaluated, re-fit on `--recon-calib` calibration examples, evaluated again. Per-example
-correctness is kept, so any two rows compare on the same examples (exact McNemar).
+correctness is kept, so any two rows compare on the same examples (exact McNemar). A segmenter's
+points are its task metric (optin.tasks: mIoU with a bootstrap interval over test images, and
+pixel accuracy); the comparison with Fisher + re-fit is a paired bootstrap of the mIoU difference
+over the same test images (optin.tasks.paired_difference), for rows computed in the same run.
 `--split dev` evaluates on a seeded sample of the train split instead of test: settings are
 chosen there, never on test.
 
-    python bench/recon.py --model minilm-rt [--methods optin-est,fisher] [--budgets 0.2,0.3] [--split dev]
+    python bench/recon.py --model minilm-rt [--methods optin-est,fisher] [--budgets 0.2,0.3] [--split dev] [--test-limit N]
         [--recon-calib 512] [--damp 0.01] [--tag NAME] [--quick]
 
 Writes bench/results/recon_{model}{_split}{_tag}.json (resumable: points already there are kept)
@@ -34,9 +38,10 @@ from optin.reconstruct import ReconConfig, reconstruct
 from optin.report import versions
 from optin.search import search
 from optin.spec import PruneSpec
+from optin.tasks import metrics, paired_difference
 
 DATA = {"minilm-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist", "resnet-fmnist": "fashion-mnist",
-        "lite0-fmnist": "fashion-mnist"}
+        "lite0-fmnist": "fashion-mnist", "swin-fmnist-seg": "fmnist-seg", "mpnet-rt": "rotten-tomatoes"}
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--model", default="minilm-rt", choices=sorted(DATA))
@@ -44,6 +49,8 @@ ap.add_argument("--methods", default="optin-est,optin,fisher,magnitude,random")
 ap.add_argument("--budgets", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
 ap.add_argument("--split", default="test", choices=["test", "dev"])
 ap.add_argument("--dev-size", type=int, default=2000)
+ap.add_argument("--test-limit", type=int, default=None,
+                help="the first N test examples only (optin prune --eval-limit), for base-size models on CPU")
 ap.add_argument("--recon-calib", type=int, default=512)
 ap.add_argument("--damp", type=float, default=1e-2)
 ap.add_argument("--no-recon", action="store_true", help="masks only (the 'before' column)")
@@ -64,8 +71,9 @@ def table(path):
     from dense after it, and the exact McNemar p against Fisher + re-fit on the same examples."""
     res = read_json(path)
     dense = 100 * res["dense"]["accuracy"]
-    print(f"{res['model']} ({res['split']}, n = {res['dense']['n']}): dense {dense:.2f}%\n")
-    print("| method | MACs kept | masks only | + re-fit | drop | re-fit s | vs fisher + re-fit (p) |")
+    metric = res["dense"].get("metric", "accuracy")
+    print(f"{res['model']} ({res['split']}, n = {res['dense']['n']}): dense {metric} {dense:.2f}%\n")
+    print(f"| method | MACs kept | {metric}, masks only | + re-fit | drop | re-fit s | vs fisher + re-fit (p) |")
     print("|---|---|---|---|---|---|---|")
     for r in sorted(res["rows"], key=lambda r: (r["method"], r["budget"])):
         if "after" not in r:
@@ -73,8 +81,12 @@ def table(path):
         after = 100 * r["after"]["accuracy"]
         ref = next((q for q in res["rows"] if q["method"] == "fisher" and q["budget"] == r["budget"]
                     and "after_correct" in q and q is not r), None)
-        vs = mcnemar(r["after_correct"], ref["after_correct"]) if ref else None
-        vs = f"+{vs['a_only']} / −{vs['b_only']} (p = {vs['p']:.2g})" if vs else ""
+        vs = mcnemar(r["after_correct"], ref["after_correct"]) if ref else r.get("vs_fisher_after")
+        if vs and "diff" in vs:  # a segmenter's paired bootstrap of the mIoU difference
+            p = f"p = {vs['p']:.2g}" if vs["p"] > 0 else f"p < {2 / vs['resamples']:.2g}"  # none of the resamples crossed 0
+            vs = f"{100 * vs['diff']:+.2f} [{100 * vs['ci95'][0]:+.2f}, {100 * vs['ci95'][1]:+.2f}] ({p})"
+        else:
+            vs = f"+{vs['a_only']} / −{vs['b_only']} (p = {vs['p']:.2g})" if vs else ""
         print(f"| {r['method']} | {r['mac_ratio']:.3f} | {100 * r['before']['accuracy']:.2f} | {after:.2f} "
               f"± {100 * r['after']['ci95']:.2f} | {dense - after:.2f} | {r['recon_s']:.0f} | {vs} |")
 
@@ -90,7 +102,8 @@ if a.quick:
 torch.set_num_threads(a.threads)
 quiet = lambda *_: None  # noqa: E731
 
-prep = prepare(a.model, DATA[a.model], PruneConfig(recon=ReconConfig(calib=a.recon_calib)), log=quiet)
+prep = prepare(a.model, DATA[a.model], PruneConfig(recon=ReconConfig(calib=a.recon_calib), eval_limit=a.test_limit),
+               log=quiet)
 model, ad, seq, calib = prep.model, prep.adapter, prep.seq, prep.calib
 if a.split == "dev":  # a seeded sample of the train split (the model saw it in training: for choosing only)
     dev = random.Random(1).sample(prep.data.split("train"), a.dev_size)
@@ -106,20 +119,32 @@ res = read_json(out_json) or {"model": a.model, "split": a.split, "rows": []}
 done = {(r["method"], r["budget"]) for r in res["rows"]}
 
 
+SEG = ad.task.name == "segmentation"
+
+
 def correct(m):
+    """Per-example correctness (classifiers), or per-image confusion counts (segmenters)."""
+    if SEG:
+        return ad.task.confusions(m, evalb)
     return (predictions(m, evalb) == labels).tolist()
 
 
 def acc(v):
+    if SEG:
+        return {k: x for k, x in metrics(v).items() if k != "iou"}
     p = sum(v) / len(v)
     return {"accuracy": p, "ci95": 1.96 * (max(p * (1 - p), 1e-12) / len(v)) ** 0.5}
 
 
 if "dense" not in res:
-    res["dense"] = {**acc(correct(model)), "n": len(labels)}
-    res["dense_correct"] = correct(model)
-print(f"{a.model} dense {res['dense']['accuracy']:.4f} on {len(labels)} {a.split} examples", flush=True)
+    c0 = correct(model)
+    res["dense"] = {"n": len(labels), **acc(c0)}  # a segmenter's metric dict counts images
+    if not SEG:
+        res["dense_correct"] = c0
+print(f"{a.model} dense {ad.task.metric} {res['dense']['accuracy']:.4f} on {res['dense']['n']} {a.split} examples",
+      flush=True)
 cfg = ReconConfig(damp=a.damp, calib=a.recon_calib, producers=not a.no_producers)
+confs = {}  # segmenters: per-image confusions after the re-fit, this run's rows only (paired bootstrap)
 for name in a.methods.split(","):
     todo = [b for b in map(float, a.budgets.split(",")) if (name, b) not in done]
     if not todo:
@@ -139,7 +164,7 @@ for name in a.methods.split(","):
         before = correct(m)
         row = {"method": name, "budget": budget, "mac_ratio": ad.spec_macs(spec, seq) / dense_macs,
                "scoring_s": t_score, "heads": spec.kept_heads, "neurons": spec.kept_neurons,
-               "before": acc(before), "before_correct": before}
+               "before": acc(before), **({} if SEG else {"before_correct": before})}
         if not a.no_recon:
             t1 = time.time()
             rep = reconstruct(ad, pa, prep.recon, spec, cfg)
@@ -147,7 +172,10 @@ for name in a.methods.split(","):
                 recalibrate_batchnorm(m, calib, ad.input_names())
             row["recon_s"] = time.time() - t1
             after = correct(m)
-            row.update(after=acc(after), after_correct=after,
+            row["eval_s"] = time.time() - t1 - row["recon_s"]
+            if SEG:
+                confs[(name, budget)] = after
+            row.update(after=acc(after), **({} if SEG else {"after_correct": after}),
                        errors=[[s["before"], s["after"]] for blk in rep["layers"] for s in blk])
         res["rows"].append(row)
         done.add((name, budget))
@@ -164,8 +192,12 @@ for r in rows:
     ref = next((q for q in rows if q["method"] == "fisher" and q["budget"] == r["budget"]), None)
     if ref is not None and r is not ref and "after_correct" in r and "after_correct" in ref:
         r["vs_fisher_after"] = mcnemar(r["after_correct"], ref["after_correct"])
+    key, kref = (r["method"], r["budget"]), ref and (ref["method"], ref["budget"])
+    if ref is not None and r is not ref and key in confs and kref in confs:
+        r["vs_fisher_after"] = paired_difference(confs[key], confs[kref])
 write_json(out_json, res)
 plot_rows = [{"method": f"{r['method']} + re-fit", "budget": r["budget"], **r["after"]} for r in rows if "after" in r]
 plot_rows += [{"method": r["method"], "budget": r["budget"], **r["before"]} for r in rows]
 plot_accuracy(plot_rows, res["dense"], os.path.join(RESULTS, f"recon{suffix}.png"),
-              f"{a.model}: masks, and masks + closed-form re-fit ({a.split})")
+              f"{a.model}: masks, and masks + closed-form re-fit ({a.split})",
+              ylabel=f"{a.split} {ad.task.metric} %")

@@ -10,10 +10,14 @@ static:  `quantize_static`, QDQ format: activation ranges calibrated (MinMax, En
 
 Nodes left in float where they cost accuracy, chosen on calibration data only, never on test:
 the examples after the ones used for the ranges are held out as a check set. The fully quantised
-graph is compared with float32 on it; if argmax agreement is below `min_agreement`, each
+graph is compared with float32 on it. It is accepted when argmax agreement is at least
+`min_agreement` and, given the engine's parity tolerance (export.parity.Tolerance), its largest
+logit difference is within that tolerance's bound too: agreement alone once accepted a graph
+whose max abs difference (0.57) then failed the engine's parity check (bound 0.32). Otherwise each
 quantisable node's sensitivity is measured by quantising it alone (relative squared logit error
-against float32), and the most sensitive k = 1, 2, 4, … nodes are left in float until agreement
-is reached or `max_excluded` of the nodes are float. Every step is returned for engine.json.
+against float32), and the most sensitive k = 1, 2, 4, … nodes are left in float until a graph is
+accepted or `max_excluded` of the nodes are float; then the best step is kept (within the bound
+first, then agreement). Every step is returned for engine.json.
 Which examples calibrate depends on `seed` only (a seeded order), so a build is reproducible.
 """
 from __future__ import annotations
@@ -206,9 +210,10 @@ def _examples(loaded, qcfg: QuantConfig, calib_samples: int):
 
 
 def quantize_int8(onnx_file: str, out_file: str, qcfg: QuantConfig, loaded, calib_samples: int = 256,
-                  threads: int | None = None, provider: str = "cpu", log=print) -> dict:
+                  threads: int | None = None, provider: str = "cpu", log=print, tol=None) -> dict:
     """Write the INT8 graph to out_file (calibration.json beside it for static); returns what
-    engine.json records: settings, calibration source, every exclusion step, the nodes left in float."""
+    engine.json records: settings, calibration source, every exclusion step, the nodes left in float.
+    tol: the engine's parity Tolerance; its max-abs bound is part of accepting a graph (module doc)."""
     import onnx
 
     from .taskdata import batches
@@ -239,6 +244,10 @@ def quantize_int8(onnx_file: str, out_file: str, qcfg: QuantConfig, loaded, cali
                 "exclude": qcfg.exclude, "steps": []}
         check = feeds(check_ex) if check_ex else []
         ref = _logits(onnx_file, check, threads) if check else None
+        limit = tol.bound(float(np.abs(ref).max())) if tol is not None and ref is not None else None
+        if limit is not None:
+            info["max_abs_limit"] = limit
+        accept = _Acceptance(qcfg.min_agreement, limit)
 
         def step(exclude, what):
             path = qz.run(exclude)
@@ -257,11 +266,10 @@ def quantize_int8(onnx_file: str, out_file: str, qcfg: QuantConfig, loaded, cali
             best = step([], "all quantisable nodes")
             if qcfg.exclude == "auto" and ref is None:
                 info["exclusion_note"] = "no calibration data: nothing left in float by sensitivity"
-            elif qcfg.exclude == "auto" and best[1]["agreement"] < qcfg.min_agreement:
-                best = _exclude_by_sensitivity(qz, candidates, ref, check, threads, qcfg, info, step, best)
+            elif qcfg.exclude == "auto" and not accept.ok(best[1]):
+                best = _exclude_by_sensitivity(qz, candidates, ref, check, threads, qcfg, info, step, best, accept)
             elif qcfg.exclude == "auto":
-                info["exclusion_note"] = (f"agreement {best[1]['agreement']:.3f} >= {qcfg.min_agreement} fully "
-                                          "quantised: nothing left in float")
+                info["exclusion_note"] = f"fully quantised: {accept.describe(best[1])}; nothing left in float"
         path, row = best
         os.replace(path, out_file)
         if qcfg.mode == "static" and os.path.exists(qz.cache):
@@ -275,7 +283,30 @@ def quantize_int8(onnx_file: str, out_file: str, qcfg: QuantConfig, loaded, cali
     return info
 
 
-def _exclude_by_sensitivity(qz, candidates, ref, check, threads, qcfg, info, step, best):
+class _Acceptance:
+    """When a step's graph is good enough (module doc), and which of two steps is better."""
+
+    def __init__(self, min_agreement: float, limit: float | None):
+        self.min_agreement, self.limit = min_agreement, limit
+
+    def within(self, row) -> bool:
+        return self.limit is None or row["max_abs_diff"] <= self.limit
+
+    def ok(self, row) -> bool:
+        return row["agreement"] >= self.min_agreement and self.within(row)
+
+    def key(self, row):
+        # outside the bound fails the engine's parity outright; agreement below target only costs accuracy
+        return self.ok(row), self.within(row), row["agreement"], -row["max_abs_diff"]
+
+    def describe(self, row) -> str:
+        s = f"agreement {row['agreement']:.3f} (target {self.min_agreement})"
+        if self.limit is not None:
+            s += f", max abs diff {row['max_abs_diff']:.3f} (bound {self.limit:.3f})"
+        return s
+
+
+def _exclude_by_sensitivity(qz, candidates, ref, check, threads, qcfg, info, step, best, accept):
     """Rank nodes by the error of quantising each alone; leave the worst k = 1, 2, 4, … in float."""
     sens = {}
     for node in candidates:
@@ -286,12 +317,11 @@ def _exclude_by_sensitivity(qz, candidates, ref, check, threads, qcfg, info, ste
     k = 1
     while k <= cap:
         cand = step(ranked[:k], f"{k} most sensitive left in float")
-        if cand[1]["agreement"] > best[1]["agreement"]:
+        if accept.key(cand[1]) > accept.key(best[1]):
             best = cand
-        if cand[1]["agreement"] >= qcfg.min_agreement:
+        if accept.ok(cand[1]):
             break
         k = k * 2 if k * 2 <= cap or k == cap else cap
-    info["exclusion_note"] = (f"agreement {best[1]['agreement']:.3f} with {len(best[1]['excluded'])} nodes in float"
-                              + ("" if best[1]["agreement"] >= qcfg.min_agreement else
-                                 f": below {qcfg.min_agreement} even with {cap} nodes in float (the cap)"))
+    info["exclusion_note"] = (f"{accept.describe(best[1])} with {len(best[1]['excluded'])} nodes in float"
+                              + ("" if accept.ok(best[1]) else f": not reached even with {cap} nodes in float (the cap)"))
     return best

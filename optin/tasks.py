@@ -61,8 +61,12 @@ class Segmentation(Classification):
     def rows(self, logits):
         return logits.movedim(1, -1).reshape(-1, logits.shape[1])
 
-    @torch.no_grad()
     def evaluate(self, model, batches, desc: str = "evaluate") -> dict:
+        return metrics(self.confusions(model, batches, desc))
+
+    @torch.no_grad()
+    def confusions(self, model, batches, desc: str = "evaluate") -> torch.Tensor:
+        """[images, classes, classes] counts: what `metrics` and `paired_difference` read."""
         p = next(model.parameters(), None)
         dev = p.device if p is not None else torch.device("cpu")
         conf = []
@@ -70,7 +74,7 @@ class Segmentation(Classification):
             # one batch at a time on the model's device, counted on the CPU (as optin.evaluate)
             logits = model(**{k: v.to(dev) for k, v in b.items() if k != "labels"}).logits
             conf.append(confusion(logits.argmax(1).cpu(), b["labels"].cpu(), logits.shape[1]))
-        return metrics(torch.cat(conf))
+        return torch.cat(conf)
 
     def score(self, pred, labels, num_labels):
         return metrics(confusion(torch.as_tensor(pred), torch.as_tensor(labels), num_labels))
@@ -125,6 +129,22 @@ def metrics(conf: torch.Tensor, seed: int = 0, resamples: int = BOOTSTRAP) -> di
             "pixel_accuracy": pa, "pixel_accuracy_ci95": 1.96 * sd(boot_p),
             "iou": [None if v != v else float(v) for v in iou.tolist()], "pixels": int(total.sum()),
             "interval": f"1.96 x sd over {resamples} bootstrap resamples of the {n} test images"}
+
+
+def paired_difference(a: torch.Tensor, b: torch.Tensor, seed: int = 0, resamples: int = BOOTSTRAP) -> dict:
+    """mIoU(a) − mIoU(b) for two models' per-image confusions on the same images, with a paired
+    bootstrap (the same resampled images for both): 95% interval and two-sided p (twice the
+    share of resamples on the other side of zero), the segmentation counterpart of McNemar."""
+    if a.shape != b.shape:
+        raise ValueError(f"paired_difference needs the same images: {tuple(a.shape)} vs {tuple(b.shape)}")
+    g = torch.Generator().manual_seed(seed)
+    n = len(a)
+    d = torch.tensor([_miou(a[i].sum(0))[0] - _miou(b[i].sum(0))[0]
+                      for i in (torch.randint(0, n, (n,), generator=g) for _ in range(resamples))])
+    diff = _miou(a.sum(0))[0] - _miou(b.sum(0))[0]
+    side = float((d <= 0).double().mean()) if diff > 0 else float((d >= 0).double().mean())
+    return {"diff": diff, "ci95": [float(d.quantile(0.025)), float(d.quantile(0.975))],
+            "p": min(1.0, 2 * side), "resamples": resamples}
 
 
 CLASSIFICATION = Classification()

@@ -128,13 +128,16 @@ class OnnxRuntimeBackend:
         from ..parity import Tolerance, verify
 
         precision, extra, graph = cfg.precision, {}, onnx_file
+        atol, agree, rtol = TOLERANCE[precision]
+        tol = Tolerance(atol if cfg.tol is None else cfg.tol, agree if cfg.min_agreement is None else cfg.min_agreement,
+                        rtol if cfg.tol is None else 0.0)
         if precision != "fp32":
             graph = os.path.join(out_dir, GRAPH[precision])
             if precision == "int8":
                 from ..quantize import quantize_int8
 
                 extra["quantization"] = quantize_int8(onnx_file, graph, cfg.quant, loaded, cfg.calib_samples,
-                                                      cfg.threads, cfg.provider, log=log)
+                                                      cfg.threads, cfg.provider, log=log, tol=tol)
             else:
                 from ..fp16 import convert_fp16
 
@@ -143,9 +146,6 @@ class OnnxRuntimeBackend:
             extra["source_sha256"] = _sha256(onnx_file)
         opt = os.path.join(out_dir, "model.ort.onnx")
         session = OrtSession(make_session(graph, cfg.provider, cfg.level, cfg.threads, cfg.spin, optimized_out=opt))
-        atol, agree, rtol = TOLERANCE[precision]
-        tol = Tolerance(atol if cfg.tol is None else cfg.tol, agree if cfg.min_agreement is None else cfg.min_agreement,
-                        rtol if cfg.tol is None else 0.0)
         parity = verify(loaded, session, f"ONNX Runtime ({session.providers[0]}) {precision} session of {graph}", tol)
         return {"precision": precision, "providers": session.providers, "onnx_file": os.path.basename(onnx_file),
                 "optimized_file": "engine/model.ort.onnx", "graph_optimization_level": cfg.level,

@@ -142,6 +142,25 @@ def test_sensitivity_exclusion_leaves_nodes_in_float(text):
     assert {n for n, yes in quantised.items() if not yes} == set(q["excluded_nodes"])
 
 
+def test_exclusion_also_meets_the_parity_bound(text):
+    """Agreement alone is not enough: a graph whose logits stray past the engine's parity bound is
+    not accepted, and the search leaves nodes in float until one is within it."""
+    folder, _ = text
+    q0 = _engine(folder, int8=True, eval=False, quant={"mode": "static"})["quantization"]
+    full = q0["steps"][0]
+    assert full["excluded"] == [] and full["max_abs_diff"] > 0
+    bound = full["max_abs_diff"] / 2  # the fully quantised graph is outside it, float32 is inside
+    rep = _engine(folder, int8=True, eval=False, tol=bound,
+                  quant={"mode": "static", "min_agreement": 0.5, "max_excluded": 1.0})
+    q = rep["quantization"]
+    assert q["max_abs_limit"] == pytest.approx(bound)
+    assert q["steps"][0]["agreement"] >= 0.5 and q["steps"][0]["max_abs_diff"] > bound  # agreement met, bound not
+    assert len(q["steps"]) > 1 and q["excluded_nodes"]
+    assert q["check"]["max_abs_diff"] <= bound and q["check"]["agreement"] >= 0.5
+    assert rep["parity"]["max_abs_diff"] <= bound  # and the engine's own parity check passed on it
+    assert "bound" in q["exclusion_note"]
+
+
 def test_precision_refusals_are_one_line(text):
     folder, _ = text
     from export.engines import EngineConfig, build_engine

@@ -109,6 +109,25 @@ def test_miou_and_pixel_accuracy_by_hand():
     assert mixed["ci95"] > 0.01
 
 
+def test_paired_miou_difference():
+    from optin.tasks import confusion, metrics, paired_difference
+
+    g = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 3, (40, 4, 4), generator=g)
+    noisy = torch.where(torch.rand(labels.shape, generator=g) < 0.4, torch.randint(0, 3, labels.shape, generator=g), labels)
+    worse = torch.where(torch.rand(labels.shape, generator=g) < 0.3, (noisy + 1) % 3, noisy)  # more errors, same images
+    a, b = confusion(noisy, labels, 3), confusion(worse, labels, 3)
+    r = paired_difference(a, b)
+    assert r["diff"] == pytest.approx(metrics(a, resamples=0)["accuracy"] - metrics(b, resamples=0)["accuracy"])
+    assert r["diff"] > 0 and r["ci95"][0] > 0 and r["p"] < 0.01
+    back = paired_difference(b, a)  # the same comparison the other way round
+    assert back["diff"] == pytest.approx(-r["diff"]) and back["p"] == pytest.approx(r["p"])
+    self_ = paired_difference(a, a)
+    assert self_["diff"] == 0 and self_["p"] == 1.0 and self_["ci95"] == [0.0, 0.0]
+    with pytest.raises(ValueError):
+        paired_difference(a, b[:10])
+
+
 def test_kd_rows_are_one_per_pixel():
     from optin.tasks import CLASSIFICATION, SEGMENTATION
 
