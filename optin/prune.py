@@ -351,6 +351,25 @@ def _score(method, adapter, batches, cfg: PruneConfig):
         raise
 
 
+def _round_refit(prep, cfg: PruneConfig, dev):
+    """The re-fit each latency round applies before its engine is built (optin.retune), on the
+    same re-fit examples prune_model uses; None without --reconstruct."""
+    if not cfg.reconstruct:
+        return None
+    from .calibration import as_batches, take
+    from .reconstruct import reconstruct
+
+    batches = []  # made at the first call: float32 re-tunes never call it
+
+    def refit(dense, pruned, spec):
+        if not batches:
+            data = prep.recon if prep.recon is not None else prep.calib
+            batches.extend(devices.move(take(as_batches(data, prep.adapter, prep.tok, cfg.batch_size, prep.seq,
+                                                        cfg.data, "re-fit data"), cfg.recon.calib), dev))
+        reconstruct(dense, pruned, batches, spec, cfg.recon)
+    return refit
+
+
 @devices.out_of_memory(_oom_fix)
 def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneConfig(), latency=None,
           log=print) -> dict | None:
@@ -384,7 +403,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
             return None
         align = prep.adapter.default_align if cfg.align is None else cfg.align
         spec, retune = latency_search(scores, prep.adapter, prep.tok, prep.path, latency, extra, align,
-                                      allocation(prep.adapter, cfg), log=log)
+                                      allocation(prep.adapter, cfg), _round_refit(prep, cfg, dev), log=log)
     res = prune_model(prep.model, prep.calib, config=cfg, processor=prep.tok, eval_data=prep.test,
                       recon_data=prep.recon, scores=scores, spec=spec, log=log)
     if res is None:

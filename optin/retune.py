@@ -13,6 +13,10 @@
    straddles the band's edge is measured again (`repeats`). Every round goes into the report.
 With INT8 / FP16 the dense model at that precision is timed once first: its speedup q over
 float32 makes the first goal target / q instead of a guess the quantisation would overshoot.
+At those precisions each round's model is also re-fit (`refit`, optin.reconstruct) before its
+engine is built: which INT8 nodes stay in float depends on the weights, so a masks-only round
+measured another engine than the one deployed (minilm-rt, --latency-target 2.0 --int8: the
+chosen round measured 1.90x, the final re-fit engine 1.72x with 9 nodes in float, not fewer).
 """
 from __future__ import annotations
 
@@ -85,7 +89,7 @@ def _engine(folder: str, target: LatencyTarget, ecfg) -> object:
     return open_runner(target.backend, folder, ecfg, log=_quiet)
 
 
-def _round_folder(spec, dense_model, adapter_cls, tok, work, extra) -> str:
+def _round_folder(spec, dense_model, adapter_cls, tok, work, extra, refit=None) -> str:
     import copy
 
     from export.onnx import export_onnx
@@ -94,7 +98,10 @@ def _round_folder(spec, dense_model, adapter_cls, tok, work, extra) -> str:
     from .narrow import narrow
 
     model = copy.deepcopy(dense_model)
-    narrow(adapter_cls(model), spec)
+    pruned = adapter_cls(model)
+    narrow(pruned, spec)
+    if refit is not None:  # the weights the final model will have (module doc)
+        refit(adapter_cls(dense_model), pruned, spec)
     d = tempfile.mkdtemp(prefix="round-", dir=work)
     save_pruned(model, tok, spec, d, extra=extra)
     export_onnx(d, log=_quiet)
@@ -119,10 +126,12 @@ def _table(adapter, target: LatencyTarget, log):
 
 
 def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget, extra: dict, align: int = 1,
-                   allocation: str = "global", log=print):
+                   allocation: str = "global", refit=None, log=print):
     """Returns (spec, info): info holds the target, whether it was met (within tol), why the loop
     stopped, the latency table and every round (goal, predicted and measured speedups with their
-    interval, kept units, MAC ratio, the reason for its goal)."""
+    interval, kept units, MAC ratio, the reason for its goal).
+    refit(dense_adapter, pruned_adapter, spec): applied to each round's narrowed model when the
+    engine is not float32 (module doc); None: masks only."""
     from export.engines import EngineConfig
     from export.onnx import export_onnx
 
@@ -135,6 +144,8 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
         raise BadInput(f"--latency-target is not supported for {adapter.config.model_type} models yet (the latency "
                        "table times transformer blocks); use --flops")
     ecfg = target.engine or EngineConfig()
+    if ecfg.precision == "fp32":
+        refit = None  # float32 speed does not depend on the weights: masks only is the same engine
     d = adapter.dims()
     lat, table = _table(adapter, target, log)
     macs = adapter.cost_model(target.seq)
@@ -179,8 +190,8 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
                 p = points[same]
                 row |= {"measured_speedup": p.measured, "ci95": list(p.ci95), "reused_round": same + 1}
             else:
-                p, m = _measure_point(bench, _round_folder(spec, adapter.model, type(adapter), tok, work, extra),
-                                      goal, target, ecfg)
+                p, m = _measure_point(bench, _round_folder(spec, adapter.model, type(adapter), tok, work, extra,
+                                                           refit), goal, target, ecfg)
                 row |= m
             row |= {"band": p.band(target.speedup, target.tol), "resolved": p.resolved(target.speedup, target.tol)}
             points.append(p)
@@ -192,7 +203,7 @@ def latency_search(scores, adapter, tok, source_path: str, target: LatencyTarget
             stop = "loop bound reached (the search kept returning measured masks)"
     pick = choose(points, target.speedup, target.tol)
     chosen = points[pick]
-    return specs[pick], _info(target, ecfg, q, chosen, rounds, pick, stop, table)
+    return specs[pick], {**_info(target, ecfg, q, chosen, rounds, pick, stop, table), "rounds_refit": refit is not None}
 
 
 def _measure_point(bench, folder, goal, target, ecfg):

@@ -59,6 +59,7 @@ def test_latency_retune_records_rounds(tiny_csv, tmp_path):
     rt = rep["retune"]
     rounds = rt["rounds"]
     assert rt["target"] == 1.15 and rt["tolerance"] == 0.05 and 1 <= len(rounds) <= 9
+    assert rt["rounds_refit"] is False  # float32: the weights do not change the speed, masks only
     assert sum(not x.get("reused_round") for x in rounds) <= 3
     assert rt["met"] == (abs(rt["measured"] - 1.15) <= 0.05 * 1.15) and rt["stop"] and rt["note"]
     for x in rounds:
@@ -72,6 +73,36 @@ def test_latency_retune_records_rounds(tiny_csv, tmp_path):
     chosen = rounds[rt["chosen_round"] - 1]
     assert rt["measured"] == chosen["measured_speedup"]
     assert rep["kept"]["heads"] == chosen["kept_heads"] and rep["kept"]["neurons"] == chosen["kept_neurons"]
+
+
+def test_int8_latency_rounds_hold_the_refit_weights(tmp_path):
+    """At INT8 which nodes stay in float depends on the weights, so a latency round's model is
+    re-fit as the final one will be: its folder holds exactly the weights narrow + re-fit give."""
+    import copy
+
+    import torch
+
+    from conftest import awkward_spec, tiny_batches
+    from optin.adapters import adapter_for
+    from optin.io import load_model, load_pruned
+    from optin.narrow import narrow
+    from optin.reconstruct import ReconConfig, reconstruct
+    from optin.retune import _round_folder
+
+    model, tok = load_model(str(write_tiny_folder(tmp_path / "m", "bert")))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    spec, batches, cfg = awkward_spec("bert"), tiny_batches(model_type="bert"), ReconConfig()
+    extra = {"seq_len": 10, "max_length": 10, "source": str(tmp_path / "m")}
+    refit = lambda dense, pruned, s: reconstruct(dense, pruned, batches, s, cfg)  # noqa: E731
+    rounds = [load_pruned(_round_folder(spec, model, type(adapter_for(model)), tok, str(tmp_path), extra, r)).state_dict()
+              for r in (refit, None)]
+    final = copy.deepcopy(model)
+    narrow(adapter_for(final), spec)
+    reconstruct(adapter_for(copy.deepcopy(model)), adapter_for(final), batches, spec, cfg)
+    want = final.state_dict()
+    assert set(rounds[0]) == set(want) and all(torch.equal(rounds[0][k], want[k]) for k in want)
+    assert any(not torch.equal(rounds[1][k], want[k]) for k in want)  # masks only would be another model
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # the dense model is untouched
 
 
 def test_run_int8_chain(tiny_csv, tmp_path):
