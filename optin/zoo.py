@@ -215,8 +215,8 @@ def _train_fmnist(model, proc, hp: dict, name: str, what: str = "train from scra
     then cosine, random horizontal flips, seeded, `hp["threads"]` torch threads; `hp["steps"]`, when
     given, stops after that many steps (a fine-tune shorter than an epoch)."""
     import torch
-    from tqdm.auto import tqdm
 
+    from .image_training import train_images
     from .images import fashion_mnist
 
     threads = torch.get_num_threads()
@@ -224,32 +224,10 @@ def _train_fmnist(model, proc, hp: dict, name: str, what: str = "train from scra
     train = fashion_mnist().split("train")
     x = proc([e[0] for e in train])["pixel_values"]  # 59,488 × 1 × 28 × 28 float32: 187 MB
     y = torch.tensor([e[2] for e in train])
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    steps = hp.get("steps") or hp["epochs"] * math.ceil(len(train) / hp["batch_size"])
-    warm = max(1, int(hp["warmup"] * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm
-        else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    model.train()
-    bar = tqdm(total=steps, desc=f"building {name} ({what}, cached once)", unit="step")
-    rng = torch.Generator().manual_seed(hp["seed"])
     try:
-        for _ in range(hp["epochs"]):
-            for idx in torch.randperm(len(y), generator=rng).split(hp["batch_size"]):
-                if bar.n >= steps:
-                    break
-                xb = x[idx]
-                flip = torch.rand(len(idx), generator=rng) < 0.5
-                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-                loss = model(pixel_values=xb, labels=y[idx]).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step(); sched.step(); opt.zero_grad()
-                bar.update(1); bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_images(model, x, y, hp, f"building {name} ({what}, cached once)", hp.get("steps"))
     finally:
-        bar.close()
         torch.set_num_threads(threads)
-    model.eval()
 
 
 def _fmnist_labels() -> dict:

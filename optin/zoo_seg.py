@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import time
 
@@ -52,8 +51,8 @@ def train(log=print):
     horizontal flips of image and label map together, seeded, one torch thread."""
     import numpy as np
     import torch
-    from tqdm.auto import tqdm
 
+    from .image_training import train_images
     from .models.swin_seg import SwinSegForSemanticSegmentation
     from .segdata import fmnist_seg
 
@@ -67,28 +66,9 @@ def train(log=print):
     ex = fmnist_seg(splits=("train",), sizes={"train": hp["train"]}).split("train")
     x = proc([e[0] for e in ex])["pixel_values"]  # 20,000 × 1 × 64 × 64 float32: 328 MB
     y = torch.from_numpy(np.stack([e[2] for e in ex]))  # uint8 label maps (fmnist-seg has no ignored pixels)
-    opt = torch.optim.AdamW(model.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"])
-    steps = hp["epochs"] * math.ceil(len(y) / hp["batch_size"])
-    warm = max(1, int(hp["warmup"] * steps))
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: (s + 1) / warm if s < warm else 0.5 * (1 + math.cos(math.pi * (s - warm) / max(1, steps - warm))))
-    model.train()
-    bar = tqdm(total=steps, desc=f"building {NAME} (train from scratch)", unit="step")
-    rng = torch.Generator().manual_seed(hp["seed"])
     try:
-        for _ in range(hp["epochs"]):
-            for idx in torch.randperm(len(y), generator=rng).split(hp["batch_size"]):
-                xb, yb = x[idx], y[idx].long()
-                flip = torch.rand(len(idx), generator=rng) < 0.5
-                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
-                yb = torch.where(flip[:, None, None], yb.flip(-1), yb)
-                loss = model(pixel_values=xb, labels=yb).loss
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step(); sched.step(); opt.zero_grad()
-                bar.update(1); bar.set_postfix(loss=f"{loss.item():.3f}")
+        train_images(model, x, y, hp, f"building {NAME} (train from scratch)", flip_labels=True)
     finally:
-        bar.close()
         torch.set_num_threads(threads)
     return model.eval(), proc
 
