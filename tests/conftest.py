@@ -125,6 +125,24 @@ def awkward_spec(model_type: str):
 _FAMILY = {"current": "bert"}  # set by the `family` fixture: tiny_batches() then fits the family under test
 
 
+def masked_and_narrowed(model, spec, batch: dict):
+    """(dense, masked, narrowed) logits of `model` on `batch`: as it is, under spec's masks
+    (optin.masking), and after narrowing it in place to spec: what "narrowed = masked" compares."""
+    from optin.adapters import adapter_for
+    from optin.masking import mask_hooks
+    from optin.narrow import narrow
+
+    a = adapter_for(model)
+    with torch.no_grad():
+        dense = model(**batch).logits
+        with mask_hooks(a) as state:
+            state.set(*spec.masks())
+            masked = model(**batch).logits
+        narrow(a, spec)
+        narrowed = model(**batch).logits
+    return dense, masked, narrowed
+
+
 def tiny_batches(n_batches=2, batch=4, seq=10, seed=0, labels=3, model_type=None):
     """Token batches with ragged padding; for an image family, 12×12 single-channel images.
     model_type defaults to the family of the running `family`-parametrised test (else BERT)."""

@@ -7,9 +7,8 @@ EfficientNet-PyTorch weight conversion, and a prune end to end on random images.
 import pytest
 import torch
 
-from conftest import randomise_batchnorms, tiny_batches, tiny_model
+from conftest import masked_and_narrowed, randomise_batchnorms, tiny_batches, tiny_model
 from optin.adapters import adapter_for
-from optin.masking import mask_hooks
 from optin.narrow import narrow
 from optin.spec import PruneSpec
 
@@ -40,24 +39,12 @@ def _spec(model, keep):
 MIXED = (lambda n, w: n % 2 == 0, lambda n, w: n < w // 2, lambda n, w: n >= 3 * w // 4)
 
 
-def _masked_and_narrowed(model, spec, x):
-    a = adapter_for(model)
-    with torch.no_grad():
-        dense = model(pixel_values=x).logits
-        with mask_hooks(a) as state:
-            state.set(*spec.masks())
-            masked = model(pixel_values=x).logits
-        narrow(a, spec)
-        narrowed = model(pixel_values=x).logits
-    return dense, masked, narrowed
-
-
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_narrowed_equals_masked_with_emptied_runs(variant):
     model = _model(variant)
     spec = _spec(model, MIXED)
     x = _images()
-    dense, masked, narrowed = _masked_and_narrowed(model, spec, x)
+    dense, masked, narrowed = masked_and_narrowed(model, spec, {"pixel_values": x})
     assert (masked - narrowed).abs().max() <= 1e-5
     assert (dense - narrowed).abs().max() > 1e-3
 
@@ -67,7 +54,7 @@ def test_every_channel_of_every_block_pruned():
     for variant in VARIANTS:
         model = _model(variant)
         spec = _spec(model, [lambda n, w: False] * 3)
-        dense, masked, narrowed = _masked_and_narrowed(model, spec, _images())
+        dense, masked, narrowed = masked_and_narrowed(model, spec, {"pixel_values": _images()})
         assert (masked - narrowed).abs().max() <= 1e-5, variant
 
 

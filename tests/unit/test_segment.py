@@ -16,9 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_tiny_folder
+from conftest import masked_and_narrowed, write_tiny_folder
 from optin.adapters import adapter_for
-from optin.masking import mask_hooks
 from optin.narrow import narrow
 from optin.spec import PruneSpec
 
@@ -148,14 +147,8 @@ def test_three_stage_blockwise_and_narrowed_equals_masked():
         dense = model(**b).logits
         assert dense.shape == (3, 4, 16, 16)
         assert (a.forward(b) - dense).abs().max() <= 1e-6  # the adapter's block-wise forward is the model
-    spec = seg3_spec()
-    with torch.no_grad(), mask_hooks(a) as state:
-        state.set(*spec.masks())
-        masked = model(**b).logits
     n_params = sum(p.numel() for p in model.parameters())
-    narrow(a, spec)
-    with torch.no_grad():
-        narrowed = model(**b).logits
+    _, masked, narrowed = masked_and_narrowed(model, seg3_spec(), b)
     assert (masked - narrowed).abs().max() <= 1e-5
     assert (dense - narrowed).abs().max() > 1e-3
     assert sum(p.numel() for p in model.parameters()) < n_params

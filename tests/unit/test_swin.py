@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import masked_and_narrowed
 from optin.adapters import adapter_for
 from optin.adapters.base import Dims
 from optin.masking import mask_hooks
@@ -86,13 +87,8 @@ def test_blockwise_forward_and_narrowed_equals_masked():
     spec = spec_for()
     table = model.swin.encoder.layers[1].blocks[0].attention.relative_position_bias.relative_position_bias_table
     table = table.detach().clone()
-    with torch.no_grad(), mask_hooks(a) as state:
-        state.set(*spec.masks())
-        masked = model(**b).logits
     n_params = sum(p.numel() for p in model.parameters())
-    narrow(a, spec)
-    with torch.no_grad():
-        narrowed = model(**b).logits
+    _, masked, narrowed = masked_and_narrowed(model, spec, b)
     assert (masked - narrowed).abs().max() <= 1e-5
     assert (dense - narrowed).abs().max() > 1e-3
     assert sum(p.numel() for p in model.parameters()) < n_params
