@@ -239,9 +239,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
         raise BadData("no calibration examples")
     recon_b = None
     if cfg.reconstruct:
-        recon_b = devices.move(take(as_batches(recon_data, adapter, processor, cfg.batch_size, seq, cfg.data,
-                                               "re-fit data") if recon_data is not None else batches, cfg.recon.calib),
-                               dev)
+        recon_b = _recon_batches(recon_data, batches, adapter, processor, cfg, seq, dev)
     # evaluation batches stay where they are: optin.evaluate moves one at a time
     test_b = as_batches(eval_data, adapter, processor, 64, seq, cfg.data, "evaluation data") if eval_data else None
     # the family's task metric (optin.tasks): accuracy, or mIoU for a segmenter
@@ -351,21 +349,27 @@ def _score(method, adapter, batches, cfg: PruneConfig):
         raise
 
 
+def _recon_batches(recon_data, calib, adapter, processor, cfg: PruneConfig, seq: int, dev) -> list[dict]:
+    """The re-fit's examples on `dev`: the first cfg.recon.calib of recon_data, else of the calibration data."""
+    from .calibration import as_batches, take
+
+    data = calib if recon_data is None else as_batches(recon_data, adapter, processor, cfg.batch_size, seq,
+                                                       cfg.data, "re-fit data")
+    return devices.move(take(data, cfg.recon.calib), dev)
+
+
 def _round_refit(prep, cfg: PruneConfig, dev):
     """The re-fit each latency round applies before its engine is built (optin.retune), on the
     same re-fit examples prune_model uses; None without --reconstruct."""
     if not cfg.reconstruct:
         return None
-    from .calibration import as_batches, take
     from .reconstruct import reconstruct
 
     batches = []  # made at the first call: float32 re-tunes never call it
 
     def refit(dense, pruned, spec):
         if not batches:
-            data = prep.recon if prep.recon is not None else prep.calib
-            batches.extend(devices.move(take(as_batches(data, prep.adapter, prep.tok, cfg.batch_size, prep.seq,
-                                                        cfg.data, "re-fit data"), cfg.recon.calib), dev))
+            batches.extend(_recon_batches(prep.recon, prep.calib, prep.adapter, prep.tok, cfg, prep.seq, dev))
         reconstruct(dense, pruned, batches, spec, cfg.recon)
     return refit
 
