@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from conftest import awkward_spec, tiny_batches, tiny_model
+from conftest import awkward_spec, masked_and_narrowed, tiny_batches, tiny_model
 from optin.adapters import adapter_for
 from optin.errors import UnsupportedModel
-from optin.masking import mask_hooks
 from optin.narrow import narrow
 
 
@@ -26,15 +25,8 @@ def test_blockwise_forward_matches_model(family):
 
 def test_narrowed_equals_masked(family):
     model = tiny_model(family)
-    adapter = adapter_for(model)
     spec = _awkward_spec(family)
-    b = _inputs(tiny_batches(model_type=family)[0])
-    dense = model(**b).logits
-    with mask_hooks(adapter) as state:
-        state.set(*spec.masks())
-        masked = model(**b).logits
-    narrow(adapter, spec)
-    narrowed = model(**b).logits
+    dense, masked, narrowed = masked_and_narrowed(model, spec, _inputs(tiny_batches(model_type=family)[0]))
     assert (masked - narrowed).abs().max() <= 1e-5
     assert (dense - narrowed).abs().max() > 1e-3  # the mask really changed the model
     n_params = sum(p.numel() for p in model.parameters())
