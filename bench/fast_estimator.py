@@ -6,7 +6,11 @@ neuron, beside optin-est against itself with another probe seed (its own noise c
 minilm-rt masks-only accuracy at 0.4-0.7 of dense MACs on the dev sample (2,000 seeded train
 snippets, where settings are chosen) and on the 5,000 test snippets.
 
-    python bench/fast_estimator.py [--part minilm|base|all] [--quick]
+    python bench/fast_estimator.py [--part minilm|base|mpnet|all] [--quick]
+
+`mpnet`: the trained base-size mpnet-rt (zoo; needs the all-mpnet-base-v2 wheels, bench/README.md
+"MPNet") on its 128 calibration snippets: optin-fast against Fisher interleaved, and the rank
+correlation with the optin-est scores bench/recon.py cached for it (runs/cache).
 
 `base`: a randomly initialised BertForSequenceClassification of bert-base-uncased's shape on the
 same 128 calibration snippets (minilm-rt's tokenizer: bert-base-uncased's vocabulary); timing and
@@ -87,10 +91,11 @@ def part_result(ad, batches, rounds, ceiling=True, timing_only=False):
 
 
 ap = argparse.ArgumentParser()
-ap.add_argument("--part", default="all", choices=["minilm", "base", "all"])
+ap.add_argument("--part", default="all", choices=["minilm", "base", "mpnet", "all"])
 ap.add_argument("--quick", action="store_true", help="32 calibration snippets, 2 dev batches, no test split")
 ap.add_argument("--threads", type=int, default=2, help="torch threads")
-ap.add_argument("--base-ceiling", action="store_true", help="BERT-base: also optin-est with a second seed (long)")
+ap.add_argument("--base-ceiling", action="store_true",
+                help="BERT-base, mpnet-rt: also optin-est with a second seed (long)")
 ap.add_argument("--fast-probes", type=int, default=None, help="optin-fast's probes (results under minilm_pN / bert_base_pN)")
 ap.add_argument("--timing-only", action="store_true", help="BERT-base: time optin-fast against Fisher only")
 ap.add_argument("--no-ceiling", action="store_true", help="minilm-rt: skip optin-est with a second seed")
@@ -100,7 +105,8 @@ if a.fast_probes:
 tag = f"_p{a.fast_probes}" if a.fast_probes else ""
 out = os.path.join(RESULTS, "fast_estimator" + ("_quick" if a.quick else "") + ".json")
 res = {"versions": versions()}
-S = setup(calib=32 if a.quick else 128, dev=2000 if a.part != "base" else 0, test=not a.quick and a.part != "base")
+S = setup(calib=32 if a.quick else 128, dev=2000 if a.part in ("minilm", "all") else 0,
+          test=not a.quick and a.part in ("minilm", "all"))
 torch.set_num_threads(a.threads)
 if a.part in ("minilm", "all"):
     ad = S["adapter"]
@@ -127,6 +133,26 @@ if a.part in ("base", "all"):
     res["bert_base" + tag + ("_timing" if a.timing_only else "")] = {"model": "bert-base-uncased shape (random init)", "threads": a.threads, "calibration":
                         sum(len(b["labels"]) for b in S["calib"]), "seq": "≤ 64 (real snippets, padded per batch)",
                         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, **row}
+if a.part == "mpnet":  # not in "all": it needs the mpnet wheels
+    from common import scores_cached
+
+    from optin.prune import PruneConfig, prepare
+
+    prep = prepare("mpnet-rt", "rotten-tomatoes", PruneConfig(), log=lambda *_: None)
+    torch.set_num_threads(a.threads)
+    secs, med, sc = timed_round(prep.adapter, prep.calib, ["fisher", "optin-fast"], 1 if a.quick else 2)
+    est = scores_cached(prep.adapter, prep.calib, "optin-est", ScoreConfig(), "mpnet-rt-c128")  # as recon.py scored it
+    fast1 = score(prep.adapter, prep.calib, "optin-fast", ScoreConfig(seed=1))
+    est1 = get_method("optin-est")(prep.adapter, prep.calib, ScoreConfig(seed=1)) if a.base_ceiling else None
+    res["mpnet_rt" + tag] = {"model": "mpnet-rt (trained, 110M)", "threads": a.threads,
+                             "calibration": sum(len(b["labels"]) for b in prep.calib), "seconds": secs, "median_s": med,
+                             "fast_over_fisher": med["optin-fast"] / med["fisher"],
+                             "optin_est_s": est.meta.get("seconds"),
+                             "spearman": {"optin-fast vs optin-est": correlations(sc["optin-fast"], est),
+                                          "optin-fast vs optin-fast (seed 1)": correlations(fast1, sc["optin-fast"]),
+                                          **({"optin-est vs optin-est (probe seed 1)": correlations(est1, est)}
+                                             if est1 is not None else {})}}
+    print(json.dumps({k: v for k, v in res["mpnet_rt" + tag].items() if k != "seconds"}, indent=1), flush=True)
 mine, res = res, (json.load(open(out)) if os.path.exists(out) else {})  # the parts run separately merge
 res.update(mine)
 with open(out, "w") as fh:

@@ -13,7 +13,7 @@ over the same test images (optin.tasks.paired_difference), for rows computed in 
 chosen there, never on test.
 
     python bench/recon.py --model minilm-rt [--methods optin-est,fisher] [--budgets 0.2,0.3] [--split dev] [--test-limit N]
-        [--recon-calib 512] [--damp 0.01] [--tag NAME] [--quick]
+        [--recon-calib 512] [--damp 0.01] [--score-seed S] [--tag NAME] [--quick]
 
 Writes bench/results/recon_{model}{_split}{_tag}.json (resumable: points already there are kept)
 and a plot of accuracy against MACs with and without the re-fit."""
@@ -59,6 +59,8 @@ ap.add_argument("--bn", default="before", choices=["before", "none", "after"],
                 help="CNNs: re-estimate BatchNorm statistics before the re-fit (optin prune's order), not at all, or after")
 ap.add_argument("--allocation", default=None, choices=["global", "even"],
                 help="the search's sharing of the budget across layers (optin.search); default: the family's")
+ap.add_argument("--score-seed", type=int, default=0,
+                help="the scorers' probe / sampling seed (ScoreConfig.seed): another seed shows a method's own noise")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
@@ -150,7 +152,8 @@ for name in a.methods.split(","):
     if not todo:
         continue
     t0 = time.time()
-    scores = scores_cached(ad, calib, name, ScoreConfig(), f"{a.model}-c128")  # runs/cache: scored once per model
+    scores = scores_cached(ad, calib, name, ScoreConfig(seed=a.score_seed),  # runs/cache: scored once per model
+                           f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else ""))
     t_score = scores.meta.get("seconds", time.time() - t0)
     for budget in todo:
         r = search(scores.heads, scores.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
@@ -182,7 +185,7 @@ for name in a.methods.split(","):
         print(f"{name:10s} {budget:.1f} MACs {row['mac_ratio']:.3f}: {row['before']['accuracy']:.4f}"
               + (f" → re-fit {row['after']['accuracy']:.4f} ({row['recon_s']:.0f} s)" if "after" in row else "")
               + f"  scoring {t_score:.0f} s", flush=True)
-        res.update(recon_calib=a.recon_calib, damp=a.damp, calibration=len(calib) and sum(len(b["labels"]) for b in calib),
+        res.update(recon_calib=a.recon_calib, damp=a.damp, score_seed=a.score_seed, calibration=len(calib) and sum(len(b["labels"]) for b in calib),
                    versions=versions())
         write_json(out_json, res)
 

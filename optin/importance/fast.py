@@ -62,7 +62,7 @@ def by_length(batches: list[dict]) -> list[dict]:
     order = torch.argsort(rows["attention_mask"].sum(1), stable=True)
     out, start = [], 0
     for b in batches:
-        idx = order[start:start + len(b["labels"])]
+        idx = order[start:start + len(b["attention_mask"])]
         start += len(idx)
         width = int(rows["attention_mask"][idx].sum(1).max())
         out.append({k: (v[idx, :width] if v.dim() == 2 else v[idx]) for k, v in rows.items()})
@@ -91,7 +91,7 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
                disable=not distributed.is_main())
     for bi in mine:
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + bi + 1)  # same on any rank
-        B = len(batches[bi]["labels"])
+        B = len(batches[bi][adapter.input_names()[0]])  # calibration needs no labels
         with per_example_masks(adapter, B, dev) as (hm, nm):
             h, ctx = adapter.embed(batches[bi])
             feats = []
