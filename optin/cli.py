@@ -28,11 +28,10 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
                         "label names; default: ids as they are, names matched case-insensitively)")
     p.add_argument("--flops", type=float, default=0.6, help="MAC budget as a fraction of dense (0, 1]")
     p.add_argument("--out", required=True, help="output folder (written only when complete)")
-    p.add_argument("--method", default=None,
-                   help="importance: optin-fast (the OPTIN trajectory score estimated with one backward pass per "
-                        "probe for all layers; the default), optin-est (the same estimate, a pass per probe and "
-                        "layer; the default with --no-reconstruct, where its masks alone are better), "
-                        "optin (exact trajectory, one masked pass per candidate), fisher, fisher-batch, magnitude, random")
+    p.add_argument("--method", default="optin-est",
+                   help="importance: optin-est (trajectory score estimated from backward passes, default), "
+                        "optin-fast (the same estimate, one backward pass per probe for all layers), fisher-batch, "
+                        "optin (exact trajectory, one masked pass per candidate), fisher, magnitude, random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib", type=int, default=128, help="calibration examples")
     p.add_argument("--batch-size", type=int, default=32)

@@ -27,7 +27,9 @@ from .search import check_allocation
 @dataclass(frozen=True)
 class PruneConfig:
     flops: float = 0.6            # budget: fraction of dense MACs kept
-    method: str | None = None      # importance method (optin.importance); None: see `scorer`
+    # tied with exact "optin" on the dev sample, 3x+ faster (bench/estimator.py); optin-fast, cheaper
+    # still, emptied mpnet-rt's last attention layer at 0.3 (bench/README.md, "The default scorer")
+    method: str = "optin-est"
     seed: int = 0
     calib: int = 128              # calibration examples
     batch_size: int = 32
@@ -44,14 +46,6 @@ class PruneConfig:
     data: DataOptions = field(default_factory=DataOptions)  # --calib-data, columns, --label-map
     device: str | None = None      # auto, cpu, cuda[:N]; None: where the model is (optin.devices; the CLI: auto)
     dtype: str = "float32"         # scoring and evaluation passes: float32, bfloat16, float16 (optin.devices)
-
-    @property
-    def scorer(self) -> str:
-        """--method, else optin-fast when the re-fit follows: after it, tied with optin-est on the dev
-        samples of minilm-rt, vit-fmnist and resnet-fmnist, in 1/4.5 (minilm-rt) to 1/9 (BERT-base) of
-        its scoring time; without it optin-est, whose masks alone were up to 6.6 points better
-        (bench/README.md, "The default scorer")."""
-        return self.method or ("optin-fast" if self.reconstruct else "optin-est")
 
     def check(self) -> None:
         if not 0 < self.flops <= 1:
@@ -189,7 +183,7 @@ def _place(model, cfg: PruneConfig, scoring: bool) -> torch.device:
     from .importance import get_method
 
     dev = devices.resolve(cfg.device, model)
-    devices.check_dtype(dev, cfg.dtype, scoring and get_method(cfg.scorer).uses_gradients, f"--method {cfg.scorer}")
+    devices.check_dtype(dev, cfg.dtype, scoring and get_method(cfg.method).uses_gradients, f"--method {cfg.method}")
     model.to(dev)
     return dev
 
@@ -259,7 +253,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     t1 = time.time()
     kept_tokens, token_info = None, None
     if spec is None:
-        scores = scores or _score(get_method(cfg.scorer), adapter, calib_b, cfg)
+        scores = scores or _score(get_method(cfg.method), adapter, calib_b, cfg)
         if cfg.token_share:
             kept_tokens, token_info = _token_step(adapter, calib_b, cfg, seq, dense_macs)
     t2 = time.time()
@@ -293,7 +287,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     t4 = time.time()
     report = {
         "command": "prune", "model": type(model).__name__, "model_path": None, "model_type": c_type, "data": None,
-        "method": cfg.scorer, "budget": cfg.flops, "align": align, "allocation": allocation(adapter, cfg), "macs": macs,
+        "method": cfg.method, "budget": cfg.flops, "align": align, "allocation": allocation(adapter, cfg), "macs": macs,
         "accuracy": None if acc_pruned is None else {
             "dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"], "dense_ci95": acc_dense["ci95"],
             "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"], "metric": adapter.task.metric,
@@ -352,8 +346,8 @@ def _score(method, adapter, batches, cfg: PruneConfig):
             return method(adapter, batches, cfg.score)
     except KeyError as e:
         if e.args == ("labels",):
-            raise BadData(f"--method {cfg.scorer} needs labelled calibration data (a 'labels' entry in each "
-                          "batch, or (example, label) pairs); give labels or use optin-fast (the default)") from e
+            raise BadData(f"--method {cfg.method} needs labelled calibration data (a 'labels' entry in each "
+                          "batch, or (example, label) pairs); give labels or use optin-est") from e
         raise
 
 
@@ -397,7 +391,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     if cfg.token_share and latency is not None:  # refused before any scoring is spent
         raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
     dev = devices.resolve(cfg.device)  # a missing GPU or a refused --dtype fails here, before anything is loaded
-    devices.check_dtype(dev, cfg.dtype, get_method(cfg.scorer).uses_gradients, f"--method {cfg.scorer}")
+    devices.check_dtype(dev, cfg.dtype, get_method(cfg.method).uses_gradients, f"--method {cfg.method}")
     distributed.init(dev)
     torch.manual_seed(cfg.seed)
     t0 = time.time()
@@ -409,7 +403,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
         from .retune import latency_search
 
         dev = _place(prep.model, cfg, True)
-        scores = _score(get_method(cfg.scorer), prep.adapter, devices.move(prep.calib, dev), cfg)
+        scores = _score(get_method(cfg.method), prep.adapter, devices.move(prep.calib, dev), cfg)
         if not distributed.is_main():
             distributed.finish()
             return None

@@ -81,30 +81,12 @@ def test_string_labels_and_unlabelled_examples(tmp_path):
     cfg = optin.PruneConfig(calib=32, fvcore=False, max_length=16)
     res = optin.prune_model(model, named, flops=0.6, processor=tok, eval_data=named, config=cfg)
     assert 0 <= res.report["accuracy"]["pruned"] <= 1
-    # optin-est needs no labels; Fisher says so in one line
+    # optin-est and optin-fast need no labels; Fisher says so in one line
     bare = [t for t, _ in named]
     optin.prune_model(tiny_model("bert"), bare, flops=0.6, processor=tok, config=cfg)
+    optin.prune_model(tiny_model("bert"), bare, flops=0.6, method="optin-fast", processor=tok, config=cfg)
     with pytest.raises(BadData, match="needs labelled calibration data"):
         optin.prune_model(tiny_model("bert"), bare, flops=0.6, method="fisher", processor=tok, config=cfg)
-
-
-def test_default_scorer_follows_the_refit():
-    """No --method: optin-fast when the re-fit follows, optin-est for masks alone (bench/README.md,
-    "The default scorer"); the masks are those of naming the method, and a named method is kept."""
-    import optin
-
-    cfg = optin.PruneConfig(calib=8, fvcore=False, recon=optin.ReconConfig(calib=8))
-    runs = {}
-    for method in (None, "optin-fast", "optin-est", "fisher"):
-        for refit in (True, False):
-            if method is None or (method, refit) in (("optin-fast", True), ("optin-est", False), ("fisher", False)):
-                r = optin.prune_model(tiny_model("bert"), tiny_batches(), flops=0.5, method=method,
-                                      reconstruct=refit, config=cfg, log=lambda *_: None)
-                runs[method, refit] = (r.report["method"], r.spec)
-    assert runs[None, True] == runs["optin-fast", True] and runs[None, True][0] == "optin-fast"
-    assert runs[None, False] == runs["optin-est", False] and runs[None, False][0] == "optin-est"
-    assert runs[None, True][1] != runs[None, False][1]  # two scorers, two masks: the rule is not a relabelling
-    assert runs["fisher", False][0] == "fisher"
 
 
 def test_image_model_from_a_list_of_images():
