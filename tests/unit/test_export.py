@@ -82,6 +82,21 @@ def test_export_real_data_and_optimizer(bert_with_data):
     assert not (bert_with_data / "model.opt.onnx").exists()
 
 
+def test_attention_exports_eager_and_the_model_keeps_its_own(tmp_path):
+    """SDPA traces into a mask Where and an IsNaN + Where per layer; the export writes eager
+    attention instead (fewer nodes, faster in ORT) and leaves the model's setting as it was."""
+    from export.onnx import _torch_export
+
+    model = tiny_model("bert")
+    model.set_attn_implementation("sdpa")
+    names = adapter_for(model).input_names()
+    path = str(tmp_path / "m.onnx")
+    _torch_export(model, names, path, 17, False)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert "Softmax" in ops and "IsNaN" not in ops
+    assert model.config._attn_implementation == "sdpa"
+
+
 def test_dynamo_exporter(tmp_path):
     from export.onnx import export_onnx
 
