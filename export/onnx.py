@@ -48,8 +48,8 @@ def _example(adapter) -> tuple:
 @contextlib.contextmanager
 def _eager_attention(model):
     """Export attention as written (q·kᵀ + additive mask, softmax). SDPA is traced into a Where
-    that turns the mask into −inf and an IsNaN + Where after each softmax; eager ran 7% (float32)
-    and 13% (dynamic INT8) faster on minilm-rt, ORT CPU, b8 × 64 (bench/export_attention.py).
+    that turns the mask into −inf and an IsNaN + Where after each softmax; eager ran 1.09x (float32)
+    and 1.21x (dynamic INT8) as fast on minilm-rt, ORT CPU, b8 × 64 (bench/export_attention.py).
     Restored afterwards."""
     impl = getattr(model.config, "_attn_implementation", None)
     if impl in (None, "eager"):
