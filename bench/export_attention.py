@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 import torch
 from common import RESULTS
+from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from export.onnx import _torch_export
 from optin.adapters import adapter_for
@@ -47,8 +48,6 @@ files, nodes = {}, {}
 for impl, eager in (("as-is", False), ("eager", True)):
     f = os.path.join(tmp, f"{impl}.onnx")
     _torch_export(model, names, f, 17, False, eager_attention=eager)
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
     q = os.path.join(tmp, f"{impl}.int8.onnx")
     quantize_dynamic(f, q, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
     files[impl], files[impl + " int8"] = f, q

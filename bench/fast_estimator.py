@@ -21,7 +21,7 @@ import os
 import time
 
 import torch
-from common import RESULTS, mask_for, masked_accuracy, setup
+from common import RESULTS, mask_for, masked_accuracy, scores_cached, setup
 
 from optin.adapters import adapter_for
 from optin.importance import ScoreConfig, get_method
@@ -105,8 +105,9 @@ if a.fast_probes:
 tag = f"_p{a.fast_probes}" if a.fast_probes else ""
 out = os.path.join(RESULTS, "fast_estimator" + ("_quick" if a.quick else "") + ".json")
 res = {"versions": versions()}
+# minilm-rt's model and snippets (the base part reuses the snippets; the mpnet part needs neither)
 S = setup(calib=32 if a.quick else 128, dev=2000 if a.part in ("minilm", "all") else 0,
-          test=not a.quick and a.part in ("minilm", "all"))
+          test=not a.quick and a.part in ("minilm", "all")) if a.part != "mpnet" else None
 torch.set_num_threads(a.threads)
 if a.part in ("minilm", "all"):
     ad = S["adapter"]
@@ -134,12 +135,9 @@ if a.part in ("base", "all"):
                         sum(len(b["labels"]) for b in S["calib"]), "seq": "≤ 64 (real snippets, padded per batch)",
                         "params_M": sum(p.numel() for p in model.parameters()) / 1e6, **row}
 if a.part == "mpnet":  # not in "all": it needs the mpnet wheels
-    from common import scores_cached
-
     from optin.prune import PruneConfig, prepare
 
     prep = prepare("mpnet-rt", "rotten-tomatoes", PruneConfig(), log=lambda *_: None)
-    torch.set_num_threads(a.threads)
     secs, med, sc = timed_round(prep.adapter, prep.calib, ["fisher", "optin-fast"], 1 if a.quick else 2)
     est = scores_cached(prep.adapter, prep.calib, "optin-est", ScoreConfig(), "mpnet-rt-c128")  # as recon.py scored it
     fast1 = score(prep.adapter, prep.calib, "optin-fast", ScoreConfig(seed=1))
@@ -171,6 +169,7 @@ axes[0].barh(labels, values, color=colours)
 axes[0].tick_params(axis="y", labelsize=7)
 axes[0].set_xscale("log")
 axes[0].set_xlabel("scoring seconds, 128 snippets (median of interleaved rounds, log)")
+dense_test = None
 for k, r in res.items():
     if not (k.startswith("minilm") and isinstance(r, dict) and "test" in r.get("dense", {})):
         continue
@@ -182,7 +181,7 @@ for k, r in res.items():
     dense_test = r["dense"]["test"]["accuracy"]
 for ref, name in ((README_EST, "optin-est (bench/README)"), (README_FISHER, "fisher (bench/README)")):
     axes[1].plot(list(ref), [100 * v for v in ref.values()], ":", marker="x", label=name)
-if any(k.startswith("minilm") for k in res):
+if dense_test is not None:  # a minilm-rt part with a test split (--quick has none)
     axes[1].axhline(100 * dense_test, color="gray", ls="--", label="dense")
 axes[1].set(xlabel="MACs kept (fraction of dense)", ylabel="minilm-rt test accuracy % (n=5,000, 95% CI)")
 axes[1].legend(fontsize=7)
