@@ -29,8 +29,9 @@ from common import RESULTS, mcnemar, plot_accuracy, scores_cached
 from optin.adapters import adapter_for
 from optin.data import make_batches
 from optin.evaluate import predictions
-from optin.importance import ScoreConfig
+from optin.importance import ScoreConfig, get_method
 from optin.io import read_json, write_json
+from optin.iterative import iterative_masks
 from optin.narrow import narrow
 from optin.prune import PruneConfig, cost_model_for, dense_model_macs, prepare
 from optin.recalibrate import batchnorms, recalibrate_batchnorm
@@ -61,6 +62,9 @@ ap.add_argument("--allocation", default=None, choices=["global", "even"],
                 help="the search's sharing of the budget across layers (optin.search); default: the family's")
 ap.add_argument("--score-seed", type=int, default=0,
                 help="the scorers' probe / sampling seed (ScoreConfig.seed): another seed shows a method's own noise")
+ap.add_argument("--select", default="one-shot", choices=["one-shot", "iterative", "iterative-units"],
+                help="iterative: block by block on the re-fit model (optin.iterative), rows named METHOD+iter; "
+                     "iterative-units: each block keeps the one-shot count, the rounds choose which (METHOD+iter-units)")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
@@ -147,18 +151,27 @@ print(f"{a.model} dense {ad.task.metric} {res['dense']['accuracy']:.4f} on {res[
       flush=True)
 cfg = ReconConfig(damp=a.damp, calib=a.recon_calib, producers=not a.no_producers)
 confs = {}  # segmenters: per-image confusions after the re-fit, this run's rows only (paired bootstrap)
-for name in a.methods.split(","):
+for method in a.methods.split(","):
+    name = method + {"one-shot": "", "iterative": "+iter", "iterative-units": "+iter-units"}[a.select]
     todo = [b for b in map(float, a.budgets.split(",")) if (name, b) not in done]
     if not todo:
         continue
     t0 = time.time()
-    scores = scores_cached(ad, calib, name, ScoreConfig(seed=a.score_seed),  # runs/cache: scored once per model
+    scores = scores_cached(ad, calib, method, ScoreConfig(seed=a.score_seed),  # runs/cache: scored once per model
                            f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else ""))
     t_score = scores.meta.get("seconds", time.time() - t0)
     for budget in todo:
-        r = search(scores.heads, scores.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
-                   a.allocation or ad.default_allocation)
-        spec = PruneSpec.from_masks(model.config.model_type, r.head_mask, r.neuron_mask, dims=ad.dims())
+        ts = time.time()
+        args = (cost_model_for(ad, seq), budget * dense_macs, ad.default_align, a.allocation or ad.default_allocation)
+        if a.select != "one-shot":  # the rounds re-score: not cached
+            hm, nm, rounds = iterative_masks(ad, lambda w: get_method(method)(w, calib, ScoreConfig(seed=a.score_seed)),
+                                             *args, None if a.no_recon else prep.recon, cfg, first=scores,
+                                             reallocate=a.select == "iterative")
+        else:
+            r = search(scores.heads, scores.neurons, *args)
+            hm, nm, rounds = r.head_mask, r.neuron_mask, None
+        spec = PruneSpec.from_masks(model.config.model_type, hm, nm, dims=ad.dims())
+        t_select = time.time() - ts
         m = copy.deepcopy(model)
         pa = adapter_for(m)
         narrow(pa, spec)
@@ -166,7 +179,7 @@ for name in a.methods.split(","):
             recalibrate_batchnorm(m, calib, ad.input_names())
         before = correct(m)
         row = {"method": name, "budget": budget, "mac_ratio": ad.spec_macs(spec, seq) / dense_macs,
-               "scoring_s": t_score, "heads": spec.kept_heads, "neurons": spec.kept_neurons,
+               "scoring_s": t_score, "selection_s": t_select, "rounds": rounds, "heads": spec.kept_heads, "neurons": spec.kept_neurons,
                "before": acc(before), **({} if SEG else {"before_correct": before})}
         if not a.no_recon:
             t1 = time.time()

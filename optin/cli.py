@@ -45,6 +45,11 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="how the budget is shared across layers: global (units of all layers ranked together by "
                         "score) or even (each layer keeps the same share, its best units by score); default: the "
                         "family's (even for ResNet, global otherwise)")
+    p.add_argument("--select", default="one-shot", choices=["one-shot", "iterative", "iterative-units"],
+                   help="one-shot: one scoring of the dense model, one search (default); iterative: block by block, "
+                        "each block's share and units chosen on the model whose lower blocks are already pruned and "
+                        "re-fit (K-prune's order; one scoring per block); iterative-units: the one-shot share per "
+                        "block, the units chosen so (neither beat one-shot on dev: docs/reconstruction.md)")
     p.add_argument("--token-share", type=float, default=0.0,
                    help="ViT/DeiT: part of the MAC reduction taken by dropping tokens, 0-1 (default 0: heads "
                         "and neurons only); the rest comes from heads and neurons")
@@ -85,7 +90,7 @@ def _prune_config(a):
     from .reconstruct import ReconConfig
 
     return PruneConfig(flops=a.flops, method=a.method, seed=a.seed, calib=a.calib, batch_size=a.batch_size,
-                       max_length=a.max_length, align=a.align, allocation=a.allocation, token_share=a.token_share, eval_limit=a.eval_limit,
+                       max_length=a.max_length, align=a.align, allocation=a.allocation, select=a.select, token_share=a.token_share, eval_limit=a.eval_limit,
                        fvcore=not a.no_fvcore, bn_recalib=not a.no_bn_recalib, reconstruct=not a.no_reconstruct,
                        recon=ReconConfig(damp=a.recon_damp, calib=a.recon_calib),
                        score=ScoreConfig(seed=a.seed, group_size=a.group_size, lam=a.lam, depth=a.depth),

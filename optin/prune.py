@@ -24,6 +24,9 @@ from .reconstruct import ReconConfig
 from .search import check_allocation
 
 
+SELECTIONS = ("one-shot", "iterative", "iterative-units")
+
+
 @dataclass(frozen=True)
 class PruneConfig:
     flops: float = 0.6            # budget: fraction of dense MACs kept
@@ -36,6 +39,7 @@ class PruneConfig:
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
     allocation: str | None = None  # global | even (optin.search); None: the family's default_allocation
+    select: str = "one-shot"       # one-shot | iterative | iterative-units: block by block on the re-fit model (optin.iterative)
     bn_recalib: bool = True        # re-estimate BatchNorm statistics after narrowing (optin.recalibrate)
     reconstruct: bool = True       # re-fit the weights that read the kept units (optin.reconstruct)
     recon: ReconConfig = field(default_factory=ReconConfig)
@@ -58,6 +62,10 @@ class PruneConfig:
         if self.max_length is not None and self.max_length < 2:
             raise BadInput(f"--max-length must be at least 2, got {self.max_length}")
         self.recon.check()
+        if self.select not in SELECTIONS:
+            raise BadInput(f"unknown --select {self.select!r}; choose one of: {', '.join(SELECTIONS)}")
+        if self.select != "one-shot" and self.token_share:
+            raise BadInput(f"--select {self.select} cannot be combined with --token-share yet; drop one of them")
         if self.allocation is not None:  # before any scoring is spent
             check_allocation(self.allocation)
         devices.dtype_of(self.dtype)
@@ -228,6 +236,8 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     cfg.check()
     dev = _place(model, cfg, spec is None and scores is None)
     distributed.init(dev)  # scoring is shared out when launched by torchrun; rank 0 does the rest
+    if cfg.select != "one-shot" and spec is None and distributed.world() > 1:
+        raise BadInput(f"--select {cfg.select} re-scores on rank 0 alone; run it without torchrun")
     t0 = time.time()
     model.eval()
     adapter = adapter_for(model)
@@ -262,10 +272,19 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
         return None
     align = adapter.default_align if cfg.align is None else cfg.align
     c_type = model.config.model_type
+    rounds = None
     if spec is None:
         costs = cost_model_for(adapter, seq, None if kept_tokens is None else [len(k) for k in kept_tokens])
-        res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, align, allocation(adapter, cfg))
-        spec = PruneSpec.from_masks(c_type, res.head_mask, res.neuron_mask, kept_tokens, dims=dims)
+        if cfg.select != "one-shot":
+            from .iterative import iterative_masks
+
+            hm, nm, rounds = iterative_masks(adapter, lambda a: _score(get_method(cfg.method), a, calib_b, cfg), costs,
+                                             cfg.flops * dense_macs, align, allocation(adapter, cfg), recon_b,
+                                             cfg.recon, first=scores, reallocate=cfg.select == "iterative")
+        else:
+            res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, align, allocation(adapter, cfg))
+            hm, nm = res.head_mask, res.neuron_mask
+        spec = PruneSpec.from_masks(c_type, hm, nm, kept_tokens, dims=dims)
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
     dense = type(adapter)(copy.deepcopy(model)) if cfg.reconstruct else None
@@ -287,7 +306,8 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     t4 = time.time()
     report = {
         "command": "prune", "model": type(model).__name__, "model_path": None, "model_type": c_type, "data": None,
-        "method": cfg.method, "budget": cfg.flops, "align": align, "allocation": allocation(adapter, cfg), "macs": macs,
+        "method": cfg.method, "budget": cfg.flops, "align": align, "allocation": allocation(adapter, cfg),
+        "selection": {"mode": cfg.select, "rounds": rounds}, "macs": macs,
         "accuracy": None if acc_pruned is None else {
             "dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"], "dense_ci95": acc_dense["ci95"],
             "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"], "metric": adapter.task.metric,
@@ -390,6 +410,9 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     cfg.check()
     if cfg.token_share and latency is not None:  # refused before any scoring is spent
         raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
+    if cfg.select != "one-shot" and latency is not None:
+        raise BadInput(f"--select {cfg.select} cannot be combined with --latency-target yet (the re-tune searches "
+                       "one-shot); drop one of them")
     dev = devices.resolve(cfg.device)  # a missing GPU or a refused --dtype fails here, before anything is loaded
     devices.check_dtype(dev, cfg.dtype, get_method(cfg.method).uses_gradients, f"--method {cfg.method}")
     distributed.init(dev)

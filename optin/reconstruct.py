@@ -132,12 +132,15 @@ class _Normal:
         of it (1 − R²), which a constant moved between the bias and a BatchNorm's β leaves alone."""
         return float(((self.tt - self.ts ** 2 / max(self.rows, 1)).clamp(min=0) * weight).sum())
 
-    def solve(self, w0: torch.Tensor, damp: float) -> torch.Tensor:
+    def solve(self, w0: torch.Tensor, damp: float, live_only: bool = False) -> torch.Tensor:
         """argmin ‖[X 1] wᵀ − T‖² + λ‖w − w0‖², λ = damp · mean diag of the X part (the bias
-        column's diagonal is the row count, a different unit)."""
+        column's diagonal is the row count, a different unit); live_only: the mean over inputs
+        that are ever non-zero (masked units' inputs are zero: λ then is what narrowing gives)."""
         w0 = w0.to(self.g.device).double()
         k = self.g.shape[0] - int(self.bias)
         diag = self.g.diagonal()[:k] if k else self.g.diagonal()
+        if live_only:
+            diag = diag[diag > 0]
         lam = damp * float(diag.mean()) if diag.numel() else 0.0
         lam = max(lam, 1e-12 * max(float(self.g.diagonal().max()), 1.0))  # singular Gram (dead inputs)
         a = self.g + lam * torch.eye(self.g.shape[0], dtype=torch.float64, device=self.g.device)
@@ -192,10 +195,15 @@ def _layout(site, t: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), desc: str = "reconstruct") -> dict:
+def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), desc: str = "reconstruct",
+                blocks: range | None = None) -> dict:
     """Re-fit `pruned.model` (an adapter over the narrowed model) towards `dense` (an adapter over
     the dense model it came from) on `batches`, in place. Returns what the report keeps: per
-    block and sublayer the relative calibration error before and after, rows, seconds."""
+    block and sublayer the relative calibration error before and after, rows, seconds.
+
+    spec None: `pruned` is at dense widths with its removed units masked (optin.masking hooks,
+    installed before this call; optin.iterative), so every output of a producer is fit. blocks:
+    re-fit only these (the blocks below them are run, not fit)."""
     cfg.check()
     t0 = time.time()
     L = len(pruned.layers())
@@ -211,8 +219,13 @@ def reconstruct(dense, pruned, batches, spec, cfg: ReconConfig = ReconConfig(), 
             dense_h.append(h), ctxs_d.append(c)
             h, c = pruned.embed(b)
             pruned_h.append(h), ctxs_p.append(c)
+        blocks = range(L) if blocks is None else blocks
+        for i in range(blocks.start):  # inputs of the first re-fit block, in both models
+            for b in range(len(batches)):
+                dense_h[b] = dense.run_layer(i, dense_h[b], ctxs_d[b])
+                pruned_h[b] = pruned.run_layer(i, pruned_h[b], ctxs_p[b])
         layers = []
-        for i in tqdm(range(L), desc=desc, unit="block"):
+        for i in tqdm(blocks, desc=desc, unit="block", disable=len(blocks) < 2):
             layers.append(_block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, cfg))
     finally:
         for m, mode in modes:
@@ -251,12 +264,12 @@ def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, c
     out = []
     for k, site in enumerate(p_sites):
         if cfg.producers and not _is_standin(site.consumer):
-            cols = _columns(pruned, i, site.reads, _spec_kept(spec, i, site.reads))
+            cols = None if spec is None else _columns(pruned, i, site.reads, _spec_kept(spec, i, site.reads))
             for j, q in enumerate(site.producers):
                 q = replace(q, keep_out=cols if q.keep_out is None else q.keep_out)
-                row = _fit(pruned, i, q, batches, pruned_h, ctxs_p, _at(targets, (k, j), q), valid, cfg)
+                row = _fit(pruned, i, q, batches, pruned_h, ctxs_p, _at(targets, (k, j), q), valid, cfg, spec is None)
                 out.append({**row, "sublayer": k, "producer": j})
-        out.append({**_fit(pruned, i, site, batches, pruned_h, ctxs_p, _at(targets, k, site), valid, cfg),
+        out.append({**_fit(pruned, i, site, batches, pruned_h, ctxs_p, _at(targets, k, site), valid, cfg, spec is None),
                     "sublayer": k, "producer": None})
     for b in range(len(batches)):
         pruned_h[b] = pruned.run_layer(i, pruned_h[b], ctxs_p[b])
@@ -313,14 +326,14 @@ def _accumulate(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid):
     return eq, w0, has_bias
 
 
-def _fit(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid, cfg) -> dict:
+def _fit(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid, cfg, masked: bool = False) -> dict:
     """Accumulate one sublayer's normal equations over the batches, solve, write; errors before/after."""
     eq, w0, has_bias = _accumulate(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid)
     standin = _is_standin(site.consumer)
     weight = eq.weight
     norm = max(eq.target_variance(weight), 1e-30)
     before = eq.error(w0, weight) / norm
-    w = eq.solve(w0, 0.0 if standin else cfg.damp)
+    w = eq.solve(w0, 0.0 if standin else cfg.damp, live_only=masked)
     after = eq.error(w, weight) / norm
     if after > before:  # rounding in a near-singular solve: keep what narrowing left
         w, after = w0.double(), before
