@@ -99,6 +99,9 @@ ap.add_argument("--base-ceiling", action="store_true",
 ap.add_argument("--fast-probes", type=int, default=None, help="optin-fast's probes (results under minilm_pN / bert_base_pN)")
 ap.add_argument("--timing-only", action="store_true", help="BERT-base: time optin-fast against Fisher only")
 ap.add_argument("--no-ceiling", action="store_true", help="minilm-rt: skip optin-est with a second seed")
+ap.add_argument("--fast-method", default="optin-fast", choices=["optin-fast", "optin-fast-depth"],
+                help="mpnet-rt: the one-pass scorer timed and correlated (results under mpnet_rt_<method> "
+                     "when not optin-fast)")
 a = ap.parse_args()
 if a.fast_probes:
     FAST_PROBES["probes"] = a.fast_probes
@@ -138,19 +141,21 @@ if a.part == "mpnet":  # not in "all": it needs the mpnet wheels
     from optin.prune import PruneConfig, prepare
 
     prep = prepare("mpnet-rt", "rotten-tomatoes", PruneConfig(), log=lambda *_: None)
-    secs, med, sc = timed_round(prep.adapter, prep.calib, ["fisher", "optin-fast"], 1 if a.quick else 2)
+    fm = a.fast_method
+    key = "mpnet_rt" + tag + ("" if fm == "optin-fast" else "_" + fm)
+    secs, med, sc = timed_round(prep.adapter, prep.calib, ["fisher", fm], 1 if a.quick else 2)
     est = scores_cached(prep.adapter, prep.calib, "optin-est", ScoreConfig(), "mpnet-rt-c128")  # as recon.py scored it
-    fast1 = score(prep.adapter, prep.calib, "optin-fast", ScoreConfig(seed=1))
+    fast1 = score(prep.adapter, prep.calib, fm, ScoreConfig(seed=1))
     est1 = get_method("optin-est")(prep.adapter, prep.calib, ScoreConfig(seed=1)) if a.base_ceiling else None
-    res["mpnet_rt" + tag] = {"model": "mpnet-rt (trained, 110M)", "threads": a.threads,
-                             "calibration": sum(len(b["labels"]) for b in prep.calib), "seconds": secs, "median_s": med,
-                             "fast_over_fisher": med["optin-fast"] / med["fisher"],
-                             "optin_est_s": est.meta.get("seconds"),
-                             "spearman": {"optin-fast vs optin-est": correlations(sc["optin-fast"], est),
-                                          "optin-fast vs optin-fast (seed 1)": correlations(fast1, sc["optin-fast"]),
-                                          **({"optin-est vs optin-est (probe seed 1)": correlations(est1, est)}
-                                             if est1 is not None else {})}}
-    print(json.dumps({k: v for k, v in res["mpnet_rt" + tag].items() if k != "seconds"}, indent=1), flush=True)
+    res[key] = {"model": "mpnet-rt (trained, 110M)", "threads": a.threads, "fast_method": fm,
+                "calibration": sum(len(b["labels"]) for b in prep.calib), "seconds": secs, "median_s": med,
+                "fast_over_fisher": med[fm] / med["fisher"],
+                "optin_est_s": est.meta.get("seconds"),
+                "spearman": {f"{fm} vs optin-est": correlations(sc[fm], est),
+                             f"{fm} vs {fm} (seed 1)": correlations(fast1, sc[fm]),
+                             **({"optin-est vs optin-est (probe seed 1)": correlations(est1, est)}
+                                if est1 is not None else {})}}
+    print(json.dumps({k: v for k, v in res[key].items() if k != "seconds"}, indent=1), flush=True)
 mine, res = res, (json.load(open(out)) if os.path.exists(out) else {})  # the parts run separately merge
 res.update(mine)
 with open(out, "w") as fh:

@@ -30,7 +30,8 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (written only when complete)")
     p.add_argument("--method", default="optin-est",
                    help="importance: optin-est (trajectory score estimated from backward passes, default), "
-                        "optin-fast (the same estimate, one backward pass per probe for all layers), fisher-batch, "
+                        "optin-fast (the same estimate, one backward pass per probe for all layers), optin-fast-depth "
+                        "(optin-fast with more of each probe's examples for the late layers), fisher-batch, "
                         "optin (exact trajectory, one masked pass per candidate), fisher, magnitude, random")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calib", type=int, default=128, help="calibration examples")

@@ -12,12 +12,14 @@ reached layers. optin-est spends a backward pass per probe *and* target layer; h
    cross-example products ⟨J_{z,b} u, J_{z,b'} u⟩ of ‖Σ_b J_{z,b} u‖². Measured (bench/
    fast_estimator.py): they are a few per cent of the total and change the ranking less than
    optin-est's own probe noise does.
-2. One probe serves every layer: each example is assigned one target layer (a random rotation:
-   B/L examples per layer in every probe, a new layer for each example in each of L probes), and layer z's probe v_z · G̃_z lets gradient through only the
-   Gram rows of the examples assigned to z (the other rows are detached). So example b's mask
-   gradient holds layer z(b)'s term alone, with no cross terms between layers: per probe, every
-   layer gets an unbiased estimate of its share from B/L examples (scaled by B/|S_z|), and the
-   normaliser of `combine` is the mean of the same estimates, so a probe's shared random factor
+2. One probe serves every layer: each example is assigned one target layer (`assignment`: a
+   random rotation, B/L examples per layer in every probe and a new layer for each example in
+   each of L probes; or, `optin-fast-depth`, more examples for late layers, `depth_shares`), and
+   layer z's probe v_z · G̃_z lets gradient through only the Gram rows of the examples assigned
+   to z (the other rows are detached). So example b's mask gradient holds layer z(b)'s term
+   alone, with no cross terms between layers: per probe, every layer gets an unbiased estimate
+   of its share from its |S_z| examples (scaled by B/|S_z|; averaged over the probes that gave
+   the layer any), and the normaliser of `combine` is the mean of the same estimates, so a probe's shared random factor
    divides out (a separate pilot for the weights would not: its noise does not cancel).
 3. KD exactly in one more pass: Σ_b |a_b ∂z_b|² with a_b the rank-(C − 1) root of the softmax
    Fisher (estimate.kd_root); exact for two classes.
@@ -76,14 +78,44 @@ def _rows_features(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, t
     return f, rows.to(x.device) // x.shape[1]
 
 
+def depth_shares(L: int) -> torch.Tensor:
+    """The share of each probe's examples that serves target layer z under "depth" assignment:
+    ∝ √(Σ_{i≤z} 1/(L − i)²). Target z's noise reaches every unit of layers i ≤ z, divided by the
+    L − i layers such a unit reaches, so this share minimises the summed variance of the scores
+    (equal units per layer; Neyman allocation). It gives late targets more: a late unit is
+    scored from few targets, each weighing much."""
+    w = torch.tensor([sum(1.0 / (L - i) ** 2 for i in range(z + 1)) for z in range(L)]).sqrt()
+    return w / w.sum()
+
+
+def assignment(L: int, B: int, probes: int, mode: str, gen: torch.Generator) -> list[torch.Tensor]:
+    """Each probe's target layer per example. rotation: B/L examples per layer in every probe and
+    a new layer for each example in each of L probes; depth: `depth_shares` of the examples per
+    layer, from points on a grid of B that moves on by (B + 1)/probes between probes: examples change
+    layers, and the fractional step lets a layer whose share is under one example per probe get
+    its share over the probes (an integer step would give it none in every probe)."""
+    order = torch.randperm(B, generator=gen)
+    if mode == "rotation":
+        return [(order + p) % L for p in range(probes)]
+    cdf = depth_shares(L).cumsum(0)
+    return [torch.searchsorted(cdf, ((order + p * (B + 1) / probes + 0.5) % B) / B).clamp(max=L - 1)
+            for p in range(probes)]
+
+
+ASSIGNMENTS = ("rotation", "depth")
+
+
 @register("optin-fast", gradients=True)
-def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
+def trajectory_fast(adapter, batches, cfg, probes: int = PROBES, assign: str = "rotation"):
+    if assign not in ASSIGNMENTS:
+        raise ValueError(f"assign must be one of {ASSIGNMENTS}, got {assign!r}")
     d = adapter.dims()
     L = d.num_layers
     dev = next(adapter.model.parameters()).device
     batches = by_length(batches)
     md_h, md_n = torch.zeros(L, d.num_heads, L, device=dev), torch.zeros(L, d.ffn_size, L, device=dev)
     kd_h, kd_n = torch.zeros(L, d.num_heads, device=dev), torch.zeros(L, d.ffn_size, device=dev)
+    served = torch.zeros(L, device=dev)  # batches in which each target layer got examples
     rows_gen = torch.Generator().manual_seed(cfg.seed)  # optin-est's (and exact scoring's) Gram rows
     rows = [layer_rows(adapter, b, cfg.rows_per_batch, rows_gen) for b in batches]
     mine = distributed.shard(range(len(batches)))  # all of them unless launched by torchrun
@@ -99,11 +131,11 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
                 h = adapter.run_layer(i, h, ctx)
                 feats.append(_rows_features(adapter.features(h), rows[bi][i]))
             logp = F.log_softmax(adapter.task.rows(adapter.head(h, ctx)).float(), -1)  # a row per example (pixel)
-            order = torch.randperm(B, generator=gen)
+            layers = assignment(L, B, probes, assign, gen)
+            bh, bn = torch.zeros_like(md_h), torch.zeros_like(md_n)  # this batch's sums per target layer
+            probes_of = torch.zeros(L, device=dev)  # probes that gave each layer examples
             for p in range(probes):
-                # a rotation: B/L examples per layer in every probe, and an example serves a different
-                # layer in each of L probes (no example counted twice for a layer before all once)
-                layer_of = ((order + p) % L).to(dev)
+                layer_of = layers[p].to(dev)
                 target, owners = 0.0, []
                 for z, (f, ex) in enumerate(feats):
                     mine_z = layer_of[ex] == z  # rows whose example serves layer z in this probe
@@ -118,10 +150,15 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
                 for z, own in enumerate(owners):
                     k = int(own.sum())
                     if k:  # layer z's share of the batch, from its k examples, scaled to all B
-                        w = B / (k * probes * feats[z][0].shape[0] ** 2)
-                        md_h[..., z] += w * (gh[own] ** 2).sum(0)
-                        md_n[..., z] += w * (gn[own] ** 2).sum(0)
+                        w = B / (k * feats[z][0].shape[0] ** 2)
+                        bh[..., z] += w * (gh[own] ** 2).sum(0)
+                        bn[..., z] += w * (gn[own] ** 2).sum(0)
+                        probes_of[z] += 1
                 bar.update()
+            got = probes_of > 0  # the mean over the probes that served a layer (all, when B ≥ L)
+            md_h[..., got] += bh[..., got] / probes_of[got]
+            md_n[..., got] += bn[..., got] / probes_of[got]
+            served += got.float()
             root = kd_root(logp)  # exact KD: each example's own Jacobian row
             # signs also where an example has several rows (a segmenter's pixels): they sum in its mask's gradient
             signs = _signs(root.shape[:2], gen, dev) if root.shape[1] > 2 or len(root) != B else 1.0
@@ -132,8 +169,10 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
             kd_n += 0.5 * (gn ** 2).sum(0) / B
             bar.update()
     bar.close()
-    distributed.reduce_sum(md_h, md_n, kd_h, kd_n)
-    md_h, md_n, kd_h, kd_n = (x.cpu() / len(batches) for x in (md_h, md_n, kd_h, kd_n))
+    distributed.reduce_sum(md_h, md_n, kd_h, kd_n, served)
+    served = served.cpu().clamp(min=1)
+    md_h, md_n = md_h.cpu() / served, md_n.cpu() / served
+    kd_h, kd_n = kd_h.cpu() / len(batches), kd_n.cpu() / len(batches)
     ph, pn = d.present()  # the units each layer has, in (layer, unit) order
     units = [(i, "head", [u]) for i in range(L) for u in range(d.layer_heads[i])]
     units += [(i, "neurons", [u]) for i in range(L) for u in range(d.layer_ffn[i])]
@@ -142,4 +181,10 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES):
     md = md * (torch.arange(L)[None, :] >= layer[:, None])  # terms before a unit's own layer are 0
     raw = {"md": md, "kd": torch.cat([kd_h[ph], kd_n[pn]]), "layer": layer, "kind": [c[1] for c in units],
            "units": [c[2] for c in units], "proxy": torch.ones(L, d.ffn_size), "dims": d}
-    return rescore(raw, cfg.depth, cfg.lam, meta={"method": "optin-fast", "probes": probes})
+    return rescore(raw, cfg.depth, cfg.lam, meta={"method": "optin-fast", "probes": probes, "assign": assign})
+
+
+@register("optin-fast-depth", gradients=True)
+def trajectory_fast_depth(adapter, batches, cfg, probes: int = PROBES):
+    """optin-fast with the "depth" assignment (more of each probe's examples to late targets)."""
+    return trajectory_fast(adapter, batches, cfg, probes, assign="depth")

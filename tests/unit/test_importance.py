@@ -22,7 +22,7 @@ def _dead_head_model(family):
     return model, a
 
 
-@pytest.mark.parametrize("method", ["optin", "optin-est", "optin-fast", "fisher", "fisher-batch"])
+@pytest.mark.parametrize("method", ["optin", "optin-est", "optin-fast", "optin-fast-depth", "fisher", "fisher-batch"])
 def test_dead_head_scores_zero(attention_family, method):
     family = attention_family  # heads only
     model, a = _dead_head_model(family)
@@ -115,20 +115,39 @@ def test_estimate_tracks_exact_scores(family):
     assert torch.equal(est.neurons, again.neurons) and torch.equal(est.heads, again.heads)
 
 
-def test_fast_estimate_tracks_exact_scores(family):
+@pytest.mark.parametrize("method", ["optin-fast", "optin-fast-depth"])
+def test_fast_estimate_tracks_exact_scores(family, method):
     """optin-fast (one backward pass per probe for every layer, per-example masks) ranks neurons like
     exact masking, and is deterministic for a seed."""
     a = adapter_for(tiny_model(family))
     cfg = ScoreConfig(group_size=1, rows_per_batch=16)
     exact = get_method("optin")(a, tiny_batches(), cfg)
-    fast = get_method("optin-fast")(a, tiny_batches(), cfg)
+    fast = get_method(method)(a, tiny_batches(), cfg)
     present = torch.isfinite(exact.neurons)
     assert _spearman(fast.neurons[present], exact.neurons[present]) > 0.8
-    again = get_method("optin-fast")(a, tiny_batches(), cfg)
+    again = get_method(method)(a, tiny_batches(), cfg)
     assert torch.equal(fast.neurons, again.neurons) and torch.equal(fast.heads, again.heads)
     raw = fast.meta["raw"]
     for c, layer in enumerate(raw["layer"].tolist()):  # nothing before a unit's own layer changes
         assert (raw["md"][c, :layer] == 0).all()
+
+
+def test_depth_assignment_gives_each_layer_its_share():
+    """"depth": late target layers get more of each probe's examples, every layer some, in the
+    proportions depth_shares gives; examples move between layers from probe to probe."""
+    from optin.importance.fast import assignment, depth_shares
+
+    L, B, P = 12, 32, 8
+    shares = depth_shares(L)
+    assert float(shares.sum()) == pytest.approx(1.0) and (shares[1:] > shares[:-1]).all()
+    layers = assignment(L, B, P, "depth", torch.Generator().manual_seed(0))
+    for lp in layers:
+        assert (torch.bincount(lp, minlength=L) - shares * B).abs().max() < 1.0
+    total = sum(torch.bincount(lp, minlength=L) for lp in layers)  # layer 0's share is under one per probe
+    assert (total >= 1).all() and (total - shares * B * P).abs().max() <= 1.0
+    assert all(len(set(int(lp[b]) for lp in layers)) > 1 for b in range(B))
+    rot = assignment(3, 6, 3, "rotation", torch.Generator().manual_seed(0))
+    assert all(torch.equal(torch.bincount(lp, minlength=3), torch.tensor([2, 2, 2])) for lp in rot)
 
 
 def test_fast_kd_is_exact_for_two_classes():
