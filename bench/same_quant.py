@@ -114,7 +114,8 @@ res = {"model": a.model, "flops": a.flops, "mac_ratio": pruned_macs / dense_macs
        "heads": res_p.spec.kept_heads, "neurons": res_p.spec.kept_neurons,
        "batch": a.batch, "seq": a.seq, "threads": a.threads, "iters": a.iters, "median_ms": med,
        "pruned_over_dense": speed, "fraction_of_mac_implied": {k: v / implied for k, v in speed.items()},
-       "int8_over_fp32": {"dense": med["dense fp32"] / med["dense int8"], "pruned": med["pruned fp32"] / med["pruned int8"]},
+       "int8_over_fp32": {"dense": med["dense fp32"] / med["dense int8"],
+                          "pruned": med["pruned fp32"] / med["pruned int8"]},
        "kernel_ms_per_run": ops, "matmul_kernel_ms": matmul, "other_kernel_ms": rest,
        "load_avg": os.getloadavg(), "versions": versions()}
 print(json.dumps({k: res[k] for k in ("mac_implied_speedup", "pruned_over_dense", "fraction_of_mac_implied",

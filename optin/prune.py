@@ -39,7 +39,7 @@ class PruneConfig:
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
     allocation: str | None = None  # global | even (optin.search); None: the family's default_allocation
-    select: str = "one-shot"       # one-shot | iterative | iterative-units: block by block on the re-fit model (optin.iterative)
+    select: str = "one-shot"       # one-shot | iterative | iterative-units (optin.iterative; not better on dev)
     bn_recalib: bool = True        # re-estimate BatchNorm statistics after narrowing (optin.recalibrate)
     reconstruct: bool = True       # re-fit the weights that read the kept units (optin.reconstruct)
     recon: ReconConfig = field(default_factory=ReconConfig)

@@ -19,8 +19,9 @@ reached layers. optin-est spends a backward pass per probe *and* target layer; h
    to z (the other rows are detached). So example b's mask gradient holds layer z(b)'s term
    alone, with no cross terms between layers: per probe, every layer gets an unbiased estimate
    of its share from its |S_z| examples (scaled by B/|S_z|; averaged over the probes that gave
-   the layer any), and the normaliser of `combine` is the mean of the same estimates, so a probe's shared random factor
-   divides out (a separate pilot for the weights would not: its noise does not cancel).
+   the layer any), and the normaliser of `combine` is the mean of the same estimates, so a
+   probe's shared random factor divides out (a separate pilot for the weights would not: its
+   noise does not cancel).
 3. KD exactly in one more pass: Σ_b |a_b ∂z_b|² with a_b the rank-(C − 1) root of the softmax
    Fisher (estimate.kd_root); exact for two classes.
 

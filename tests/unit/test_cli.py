@@ -79,6 +79,8 @@ def _bad_cases(tiny_folders, tmp_path):
         "labels": ([bert, "--data", str(wrong)], "outside the model's 3 classes"),
         "empty": ([bert, "--data", str(empty)], "empty"),
         "method": ([bert, "--data", good, "--method", "bogus"], "unknown importance method"),
+        "select": ([bert, "--data", good, "--select", "iterative", "--latency-target", "2"],
+                   "--select iterative cannot be combined with --latency-target"),
     }
 
 
