@@ -177,3 +177,31 @@ def mcnemar(a_correct, b_correct) -> dict:
     n, k = b + c, min(b, c)
     p = 1.0 if n == 0 else min(1.0, 2 * sum(comb(n, i) for i in range(k + 1)) / 2 ** n)
     return {"a_only": b, "b_only": c, "p": p}
+
+
+def ort_session(path: str, threads: int, profile_prefix: str | None = None):
+    """An ONNX Runtime CPU session as the benchmarks time it: `threads` intra-op threads, no
+    spinning (spinning threads steal the other graph's time in an interleaved run)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+
+
+def interleaved_ms(sessions: dict, feeds: dict, iters: int) -> dict:
+    """Median milliseconds of each session's run over `iters` rounds, the sessions taking turns
+    within each round (every graph sees the same load)."""
+    import numpy as np
+
+    times = {k: [] for k in sessions}
+    for _ in range(iters):
+        for k, s in sessions.items():
+            t0 = time.perf_counter()
+            s.run(None, feeds)
+            times[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) * 1000 for k, v in times.items()}

@@ -9,13 +9,11 @@ import argparse
 import collections
 import os
 import tempfile
-import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import torch
-from common import RESULTS
+from common import RESULTS, interleaved_ms, ort_session
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from export.onnx import _torch_export
@@ -52,18 +50,9 @@ for impl, eager in (("as-is", False), ("eager", True)):
     quantize_dynamic(f, q, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
     files[impl], files[impl + " int8"] = f, q
     nodes[impl] = dict(collections.Counter(n.op_type for n in onnx.load(f).graph.node).most_common())
-so = ort.SessionOptions()
-so.intra_op_num_threads = a.threads
-so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-sess = {k: ort.InferenceSession(f, so, providers=["CPUExecutionProvider"]) for k, f in files.items()}
+sess = {k: ort_session(f, a.threads) for k, f in files.items()}
 diff = {k: float(np.abs(s.run(None, feeds)[0] - ref).max()) for k, s in sess.items()}
-times = {k: [] for k in sess}
-for _ in range(a.iters):  # interleaved: each graph sees the same load
-    for k, s in sess.items():
-        t0 = time.perf_counter()
-        s.run(None, feeds)
-        times[k].append(time.perf_counter() - t0)
-med = {k: float(np.median(v)) * 1000 for k, v in times.items()}
+med = interleaved_ms(sess, feeds, a.iters)
 res = {"model": a.model, "attn_implementation": model.config._attn_implementation, "batch": a.batch, "seq": a.seq,
        "threads": a.threads, "iters": a.iters, "median_ms": med, "max_abs_diff_to_torch": diff,
        "eager_speedup": {"fp32": med["as-is"] / med["eager"], "int8": med["as-is int8"] / med["eager int8"]},

@@ -16,12 +16,10 @@ import collections
 import json
 import os
 import tempfile
-import time
 
 import numpy as np
-import onnxruntime as ort
 import torch
-from common import RESULTS, scores_cached
+from common import RESULTS, interleaved_ms, ort_session, scores_cached
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
 from export.onnx import _torch_export
@@ -71,32 +69,14 @@ for k, f in (("dense int8", dense_f), ("pruned int8", pruned_f)):
     files[k] = q
 
 
-def session(f, profile=None):
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = a.threads
-    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if profile:
-        so.enable_profiling = True
-        so.profile_file_prefix = profile
-    return ort.InferenceSession(f, so, providers=["CPUExecutionProvider"])
-
-
-sess = {k: session(f) for k, f in files.items()}
-for s in sess.values():  # warm-up
-    for _ in range(10):
-        s.run(None, feeds)
-times = {k: [] for k in sess}
-for _ in range(a.iters):  # interleaved: every graph sees the same load
-    for k, s in sess.items():
-        t0 = time.perf_counter()
-        s.run(None, feeds)
-        times[k].append(time.perf_counter() - t0)
-med = {k: float(np.median(v)) * 1000 for k, v in times.items()}
+sess = {k: ort_session(f, a.threads) for k, f in files.items()}
+interleaved_ms(sess, feeds, 10)  # warm-up
+med = interleaved_ms(sess, feeds, a.iters)
 
 # where the time goes: kernel time per operator type, 30 profiled runs of each graph
 ops = {}
 for k, f in files.items():
-    s = session(f, os.path.join(tmp, "prof"))
+    s = ort_session(f, a.threads, os.path.join(tmp, "prof"))
     for _ in range(30):
         s.run(None, feeds)
     agg = collections.Counter()
