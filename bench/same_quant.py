@@ -8,9 +8,10 @@ below the MAC ratio.
 
     python bench/same_quant.py [--model minilm-rt] [--flops 0.3] [--iters 200] [--threads 2]
 
-Writes bench/results/same_quant_{model}_{flops}.{json,png}. Speed only: fully quantised engines
-are not checked for accuracy here (`optin engine` refuses the dense one on parity, which is why
-`optin run` leaves some nodes in float; bench/README.md, "Pruning × precision")."""
+Writes bench/results/same_quant_{model}_{flops}.{json,png}. `--eval` adds each graph's test
+accuracy: these fully quantised graphs are what `optin engine` refuses on logit parity (the
+dense one), which is why `optin run` leaves some nodes in float (bench/README.md, "Pruning ×
+precision")."""
 import argparse
 import collections
 import json
@@ -40,6 +41,7 @@ ap.add_argument("--iters", type=int, default=200)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--batch", type=int, default=8)
 ap.add_argument("--seq", type=int, default=64)
+ap.add_argument("--eval", action="store_true", help="also each graph's accuracy on the test split (5,000 snippets)")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
 
@@ -86,6 +88,20 @@ for k, f in files.items():
                 agg[e["args"]["op_name"]] += e["dur"] / 30 / 1000  # ms per run
     ops[k] = dict(agg.most_common())
 
+
+
+def accuracy(s) -> dict:
+    """Test accuracy of one ONNX Runtime session (the same batches prune_model evaluates on)."""
+    right = n = 0
+    for b in prep.test:
+        logits = s.run(None, {k: v.numpy() for k, v in b.items() if k in names})[0]
+        right += int((logits.argmax(-1) == b["labels"].numpy()).sum())
+        n += len(b["labels"])
+    p = right / n
+    return {"accuracy": p, "ci95": 1.96 * (p * (1 - p) / n) ** 0.5, "n": n}
+
+
+acc = {k: accuracy(s) for k, s in sess.items()} if a.eval else None
 implied = dense_macs / pruned_macs
 matmul = {k: sum(v for op, v in o.items() if op in MATMUL) for k, o in ops.items()}
 rest = {k: sum(o.values()) - matmul[k] for k, o in ops.items()}
@@ -96,10 +112,12 @@ res = {"model": a.model, "flops": a.flops, "mac_ratio": pruned_macs / dense_macs
        "pruned_over_dense": speed, "fraction_of_mac_implied": {k: v / implied for k, v in speed.items()},
        "int8_over_fp32": {"dense": med["dense fp32"] / med["dense int8"],
                           "pruned": med["pruned fp32"] / med["pruned int8"]},
+       "speedup_over_dense_fp32": {k: med["dense fp32"] / v for k, v in med.items()}, "test_accuracy": acc,
        "kernel_ms_per_run": ops, "matmul_kernel_ms": matmul, "other_kernel_ms": rest,
        "load_avg": os.getloadavg(), "versions": versions()}
 print(json.dumps({k: res[k] for k in ("mac_implied_speedup", "pruned_over_dense", "fraction_of_mac_implied",
-                                      "matmul_kernel_ms", "other_kernel_ms")}, indent=1))
+                                      "speedup_over_dense_fp32", "test_accuracy", "matmul_kernel_ms",
+                                      "other_kernel_ms")}, indent=1))
 out = os.path.join(RESULTS, f"same_quant_{a.model}_{a.flops:g}")
 write_json(out + ".json", res)
 
