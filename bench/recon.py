@@ -31,13 +31,12 @@ from optin.data import make_batches
 from optin.evaluate import predictions
 from optin.importance import ScoreConfig, get_method
 from optin.io import read_json, write_json
-from optin.iterative import iterative_masks
+from optin.iterative import select_masks
 from optin.narrow import narrow
-from optin.prune import PruneConfig, cost_model_for, dense_model_macs, prepare
+from optin.prune import SELECTIONS, PruneConfig, cost_model_for, dense_model_macs, prepare
 from optin.recalibrate import batchnorms, recalibrate_batchnorm
 from optin.reconstruct import ReconConfig, reconstruct
 from optin.report import versions
-from optin.search import search
 from optin.spec import PruneSpec
 from optin.tasks import metrics, paired_difference
 
@@ -62,7 +61,7 @@ ap.add_argument("--allocation", default=None, choices=["global", "even"],
                 help="the search's sharing of the budget across layers (optin.search); default: the family's")
 ap.add_argument("--score-seed", type=int, default=0,
                 help="the scorers' probe / sampling seed (ScoreConfig.seed): another seed shows a method's own noise")
-ap.add_argument("--select", default="one-shot", choices=["one-shot", "iterative", "iterative-units"],
+ap.add_argument("--select", default="one-shot", choices=SELECTIONS,
                 help="iterative: block by block on the re-fit model (optin.iterative), rows named METHOD+iter; "
                      "iterative-units: each block keeps the one-shot count, the rounds choose which (METHOD+iter-units)")
 ap.add_argument("--tag", default="")
@@ -162,14 +161,11 @@ for method in a.methods.split(","):
     t_score = scores.meta.get("seconds", time.time() - t0)
     for budget in todo:
         ts = time.time()
-        args = (cost_model_for(ad, seq), budget * dense_macs, ad.default_align, a.allocation or ad.default_allocation)
-        if a.select != "one-shot":  # the rounds re-score: not cached
-            hm, nm, rounds = iterative_masks(ad, lambda w: get_method(method)(w, calib, ScoreConfig(seed=a.score_seed)),
-                                             *args, None if a.no_recon else prep.recon, cfg, first=scores,
-                                             reallocate=a.select == "iterative")
-        else:
-            r = search(scores.heads, scores.neurons, *args)
-            hm, nm, rounds = r.head_mask, r.neuron_mask, None
+        # iterative rounds re-score (not cached)
+        hm, nm, rounds = select_masks(a.select, ad, scores,
+                                      lambda w: get_method(method)(w, calib, ScoreConfig(seed=a.score_seed)),
+                                      cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
+                                      a.allocation or ad.default_allocation, None if a.no_recon else prep.recon, cfg)
         spec = PruneSpec.from_masks(model.config.model_type, hm, nm, dims=ad.dims())
         t_select = time.time() - ts
         m = copy.deepcopy(model)

@@ -23,6 +23,7 @@ import torch
 from common import RESULTS, interleaved_ms, ort_session, scores_cached
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from export.accuracy import ci95, predictions
 from export.onnx import _torch_export
 from optin.importance import ScoreConfig
 from optin.io import write_json
@@ -90,18 +91,17 @@ for k, f in files.items():
 
 
 
-def accuracy(s) -> dict:
+def accuracy(s, test_feeds, labels) -> dict:
     """Test accuracy of one ONNX Runtime session (the same batches prune_model evaluates on)."""
-    right = n = 0
-    for b in prep.test:
-        logits = s.run(None, {k: v.numpy() for k, v in b.items() if k in names})[0]
-        right += int((logits.argmax(-1) == b["labels"].numpy()).sum())
-        n += len(b["labels"])
-    p = right / n
-    return {"accuracy": p, "ci95": 1.96 * (p * (1 - p) / n) ** 0.5, "n": n}
+    p = float((predictions(lambda f: {"logits": s.run(None, f)[0]}, test_feeds) == labels).mean())
+    return {"accuracy": p, "ci95": ci95(p, len(labels)), "n": len(labels)}
 
 
-acc = {k: accuracy(s) for k, s in sess.items()} if a.eval else None
+acc = None
+if a.eval:
+    labels = np.concatenate([b["labels"].numpy() for b in prep.test])
+    test_feeds = [{k: v.numpy() for k, v in b.items() if k in names} for b in prep.test]
+    acc = {k: accuracy(s, test_feeds, labels) for k, s in sess.items()}
 implied = dense_macs / pruned_macs
 matmul = {k: sum(v for op, v in o.items() if op in MATMUL) for k, o in ops.items()}
 rest = {k: sum(o.values()) - matmul[k] for k, o in ops.items()}

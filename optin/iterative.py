@@ -86,3 +86,15 @@ def iterative_masks(adapter, score, costs, budget: float, align: int, allocation
                            "scoring_s": t_score, "seconds": time.time() - t})
     del work
     return hm, nm, rounds
+
+
+def select_masks(mode: str, adapter, scores, score, costs, budget: float, align: int, allocation: str,
+                 recon_batches=None, recon_cfg=None):
+    """The masks `--select mode` gives: one-shot (optin.search on the dense model's `scores`),
+    iterative or iterative-units (`iterative_masks`, round 0 reusing `scores`). Returns
+    (head_mask, neuron_mask, rounds); rounds is None for one-shot."""
+    if mode == "one-shot":
+        r = search(scores.heads, scores.neurons, costs, budget, align, allocation)
+        return r.head_mask, r.neuron_mask, None
+    return iterative_masks(adapter, score, costs, budget, align, allocation, recon_batches, recon_cfg,
+                           first=scores, reallocate=mode == "iterative")

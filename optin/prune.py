@@ -226,8 +226,8 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     from .calibration import as_batches, examples_in, take
     from .importance import get_method
     from .narrow import narrow
+    from .iterative import select_masks
     from .report import versions
-    from .search import search
     from .spec import PruneSpec
 
     cfg = config or PruneConfig()
@@ -272,18 +272,12 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
         return None
     align = adapter.default_align if cfg.align is None else cfg.align
     c_type = model.config.model_type
-    rounds = None
+    rounds = None  # what iterative selection did, round by round (optin.iterative)
     if spec is None:
         costs = cost_model_for(adapter, seq, None if kept_tokens is None else [len(k) for k in kept_tokens])
-        if cfg.select != "one-shot":
-            from .iterative import iterative_masks
-
-            hm, nm, rounds = iterative_masks(adapter, lambda a: _score(get_method(cfg.method), a, calib_b, cfg), costs,
-                                             cfg.flops * dense_macs, align, allocation(adapter, cfg), recon_b,
-                                             cfg.recon, first=scores, reallocate=cfg.select == "iterative")
-        else:
-            res = search(scores.heads, scores.neurons, costs, cfg.flops * dense_macs, align, allocation(adapter, cfg))
-            hm, nm = res.head_mask, res.neuron_mask
+        hm, nm, rounds = select_masks(cfg.select, adapter, scores,
+                                      lambda a: _score(get_method(cfg.method), a, calib_b, cfg), costs,
+                                      cfg.flops * dense_macs, align, allocation(adapter, cfg), recon_b, cfg.recon)
         spec = PruneSpec.from_masks(c_type, hm, nm, kept_tokens, dims=dims)
     t3 = time.time()
     fv_dense = fvcore_count(model, seq, both=True) if cfg.fvcore else None  # before narrowing, on a copy
