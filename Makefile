@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 OUT     ?= runs/demo
 
-.PHONY: install demo test test-fast test-timm bench bench-deps bench-quick bench-speed clean docker-cpu docker-gpu
+.PHONY: install demo test test-fast test-timm bench bench-deps bench-quick bench-int8 bench-speed clean docker-cpu docker-gpu
 
 # torch is pinned first to the CPU build on local disk (about 1 GB in the venv), so nothing later
 # pulls a multi-GB CUDA build. test-timm overrides TORCH and EXTRAS for its own venv.
@@ -88,6 +88,7 @@ bench: install bench-deps
 	$(BIN)/python bench/tokens.py --budgets 0.4,0.5,0.6,0.7 --shares 0,0.25,0.5,1
 	$(BIN)/python bench/cnn.py
 	$(BIN)/python bench/quant.py
+	$(MAKE) bench-int8
 	$(BIN)/python bench/mpnet_rt.py
 
 bench-quick: install $(BENCH_DEPS)
@@ -100,6 +101,15 @@ bench-quick: install $(BENCH_DEPS)
 	$(BIN)/python bench/tokens.py --quick
 	$(BIN)/python bench/cnn.py --quick
 	$(BIN)/python bench/quant.py --quick
+
+# The INT8 search's agreement target, chosen on dev (bench/README.md, "Per-channel weight scales").
+bench-int8: install
+	for f in 0.5 0.35 0.25; do $(BIN)/optin prune minilm-rt --data rotten-tomatoes --flops $$f --out runs/int8/minilm-rt-$$f; done
+	$(BIN)/optin prune vit-fmnist --data fashion-mnist --flops 0.35 --out runs/int8/vit-fmnist-0.35
+	$(BIN)/python bench/int8_exclusion.py minilm-rt runs/int8/minilm-rt-0.5 runs/int8/minilm-rt-0.35 \
+		runs/int8/minilm-rt-0.25 vit-fmnist runs/int8/vit-fmnist-0.35
+	$(BIN)/python bench/int8_exclusion.py runs/int8/minilm-rt-0.35 --targets 0.01 --out 035_full
+	$(BIN)/python bench/int8_exclusion.py runs/int8/minilm-rt-0.35 --targets 0.01 --no-per-channel --out 035_full_pertensor
 
 bench-speed: install
 	$(BIN)/python bench/speed_ort.py

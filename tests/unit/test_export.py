@@ -108,6 +108,17 @@ def test_dynamo_exporter(tmp_path):
         export_onnx(str(d), dynamo=True, opset=17, log=lambda s: None)
 
 
+def test_parity_without_a_max_abs_bound_still_fails_non_finite_outputs():
+    """INT8's default tolerance (atol None) judges agreement alone, but NaN logits still fail."""
+    from export.parity import Tolerance, check
+
+    tol = Tolerance(None, 0.95)
+    check({"outputs": {"logits": 3.0}, "agreement": 0.96, "samples": 64}, tol, "int8")  # any finite diff
+    for bad in ({"outputs": {"logits": float("nan")}, "agreement": 1.0}, {"outputs": {"logits": 0.0}, "agreement": 0.9}):
+        with pytest.raises(ParityError, match="not finite|agreement 0.9000"):
+            check(bad | {"samples": 64}, tol, "int8")
+
+
 def test_parity_error_on_corrupted_initializer(tmp_path):
     from export.onnx import check_onnx, export_onnx
 
