@@ -44,11 +44,11 @@ def correlations(a, b) -> dict:
     return {"all": spearman(fa, fb), "heads": spearman(a.heads, b.heads), "neurons": spearman(a.neurons, b.neurons)}
 
 
-FAST_PROBES = {}  # optin-fast's probes when --fast-probes is given (else fast.PROBES)
+FAST_PROBES = {}  # the one-pass scorers' probes when --fast-probes is given (else fast.PROBES)
 
 
 def score(ad, batches, m, cfg=ScoreConfig()):
-    return get_method(m)(ad, batches, cfg, **(FAST_PROBES if m == "optin-fast" else {}))
+    return get_method(m)(ad, batches, cfg, **(FAST_PROBES if m in ("optin-fast", "optin-fast-depth") else {}))
 
 
 def timed_round(ad, batches, methods, rounds: int, once=()):
@@ -96,7 +96,7 @@ ap.add_argument("--quick", action="store_true", help="32 calibration snippets, 2
 ap.add_argument("--threads", type=int, default=2, help="torch threads")
 ap.add_argument("--base-ceiling", action="store_true",
                 help="BERT-base, mpnet-rt: also optin-est with a second seed (long)")
-ap.add_argument("--fast-probes", type=int, default=None, help="optin-fast's probes (results under minilm_pN / bert_base_pN)")
+ap.add_argument("--fast-probes", type=int, default=None, help="the one-pass scorer's probes (results under minilm_pN / bert_base_pN / mpnet_rt_pN)")
 ap.add_argument("--timing-only", action="store_true", help="BERT-base: time optin-fast against Fisher only")
 ap.add_argument("--no-ceiling", action="store_true", help="minilm-rt: skip optin-est with a second seed")
 ap.add_argument("--fast-method", default="optin-fast", choices=["optin-fast", "optin-fast-depth"],
@@ -148,6 +148,7 @@ if a.part == "mpnet":  # not in "all": it needs the mpnet wheels
     fast1 = score(prep.adapter, prep.calib, fm, ScoreConfig(seed=1))
     est1 = get_method("optin-est")(prep.adapter, prep.calib, ScoreConfig(seed=1)) if a.base_ceiling else None
     res[key] = {"model": "mpnet-rt (trained, 110M)", "threads": a.threads, "fast_method": fm,
+                "fast_probes": a.fast_probes or "default",
                 "calibration": sum(len(b["labels"]) for b in prep.calib), "seconds": secs, "median_s": med,
                 "fast_over_fisher": med[fm] / med["fisher"],
                 "optin_est_s": est.meta.get("seconds"),
