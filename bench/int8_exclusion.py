@@ -75,7 +75,8 @@ def dev_inputs(loaded):
     ad = adapter_for(loaded.model)
     ex = ad.task.encode_labels(ex, loaded.model.config, "dev")
     bs = batches(loaded, ex, 64)
-    return [{k: b[k].numpy() for k in loaded.input_names} for b in bs], np.concatenate([b["labels"].numpy() for b in bs])
+    feeds = [{k: b[k].numpy() for k in loaded.input_names} for b in bs]
+    return feeds, np.concatenate([b["labels"].numpy() for b in bs])
 
 
 def accuracy(sess, inputs, labels) -> float:
@@ -100,7 +101,8 @@ for d in [] if a.plot_only else map(folder, a.dirs):
     timing = {k: v.numpy() for k, v in ad.random_inputs(8, 64, torch.Generator().manual_seed(0)).items()
               if k in loaded.input_names}
     fp32 = ort_session(src, a.threads)
-    row = {"dir": d, "label": label_of(d), "fp32_dev_accuracy": accuracy(fp32, inputs, labels), "dev_examples": len(labels), "targets": []}
+    row = {"dir": d, "label": label_of(d), "fp32_dev_accuracy": accuracy(fp32, inputs, labels),
+           "dev_examples": len(labels), "targets": []}
     with tempfile.TemporaryDirectory() as tmp:
         sessions = {"fp32": fp32}
         for t in targets:

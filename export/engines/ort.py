@@ -27,8 +27,9 @@ LEVELS = ("disable", "basic", "extended", "all")
 # Default parity tolerances per precision (atol, argmax agreement, rtol: a share of the largest
 # |logit|): float32 is the exported graph itself; float16 moves logits by an amount that grows
 # with their scale (a CNN's reach 20+). INT8 moves them by design: argmax agreement alone (atol
-# None), since a max-abs bound kept nodes in float that cost speed and no accuracy, and the
-# engine is judged on the task (engine.json "accuracy", `optin gate --max-accuracy-drop`).
+# None; the old 0.1 + 10% bound refused minilm-rt's fully quantised dense engine, which keeps
+# 82.38% against 82.42%), and the engine is judged on the task (engine.json "accuracy",
+# `optin gate --max-accuracy-drop`).
 TOLERANCE = {"fp32": (1e-4, 0.999, 0.0), "fp16": (5e-2, 0.99, 1e-2), "int8": (None, 0.95, 0.0)}
 GRAPH = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}   # in DIR/engine/
 

@@ -114,7 +114,9 @@ def test_parity_without_a_max_abs_bound_still_fails_non_finite_outputs():
 
     tol = Tolerance(None, 0.95)
     check({"outputs": {"logits": 3.0}, "agreement": 0.96, "samples": 64}, tol, "int8")  # any finite diff
-    for bad in ({"outputs": {"logits": float("nan")}, "agreement": 1.0}, {"outputs": {"logits": 0.0}, "agreement": 0.9}):
+    nan = {"outputs": {"logits": float("nan")}, "agreement": 1.0}
+    disagree = {"outputs": {"logits": 0.0}, "agreement": 0.9}
+    for bad in (nan, disagree):
         with pytest.raises(ParityError, match="not finite|agreement 0.9000"):
             check(bad | {"samples": 64}, tol, "int8")
 
