@@ -22,6 +22,9 @@ from optin.zoo import resolve_model  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 SEQ = 64
+# The data each zoo model was trained on and is pruned with in the benchmarks.
+ZOO_DATA = {"minilm-rt": "rotten-tomatoes", "mpnet-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist",
+            "resnet-fmnist": "fashion-mnist", "lite0-fmnist": "fashion-mnist", "swin-fmnist-seg": "fmnist-seg"}
 
 
 def setup(calib=128, dev=0, test=True):

@@ -12,7 +12,7 @@ times the two interleaved (ONNX Runtime CPU, b8 × 64 real tokens for text).
     python bench/int8_exclusion.py DIR --targets 0.01 [--no-per-channel] --out NAME   # every node quantised
     python bench/int8_exclusion.py --plot-only
 
-DIR is a folder written by `optin prune`; MODEL a zoo name (minilm-rt, vit-fmnist, mpnet-rt): its
+DIR is a folder written by `optin prune`; MODEL a zoo name (bench/common.py ZOO_DATA): its
 dense model, exported once into runs/int8/dense-MODEL. `make bench-int8` prunes the folders of
 bench/README.md and runs this on them.
 
@@ -26,8 +26,9 @@ import tempfile
 
 import numpy as np
 import torch
-from common import RESULTS, interleaved_ms, ort_session
+from common import RESULTS, ZOO_DATA, interleaved_ms, ort_session
 
+from export.accuracy import predictions
 from export.onnx import ensure_onnx, export_onnx
 from export.quantize import QuantConfig, quantize_int8
 from export.samples import load, source_id
@@ -54,17 +55,14 @@ targets = [float(t) for t in a.targets.split(",")]
 quiet = lambda *_: None  # noqa: E731
 
 
-DATA = {"minilm-rt": "rotten-tomatoes", "mpnet-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist"}
-
-
 def folder(d: str) -> str:
     if os.path.isdir(d):
         return d
-    if d not in DATA:
-        raise SystemExit(f"{d}: neither a folder nor one of {', '.join(sorted(DATA))}")
+    if d not in ZOO_DATA:
+        raise SystemExit(f"{d}: neither a folder nor one of {', '.join(sorted(ZOO_DATA))}")
     out = os.path.normpath(os.path.join(RESULTS, "..", "..", "runs", "int8", f"dense-{d}"))
     if not os.path.exists(os.path.join(out, "model.onnx")):
-        export_onnx(source_id(resolve_model(d)), out_dir=out, data=DATA[d], log=quiet)
+        export_onnx(source_id(resolve_model(d)), out_dir=out, data=ZOO_DATA[d], log=quiet)
     return out
 
 
@@ -80,7 +78,7 @@ def dev_inputs(loaded):
 
 
 def accuracy(sess, inputs, labels) -> float:
-    return float((np.concatenate([sess.run(None, f)[0] for f in inputs]).argmax(1) == labels).mean())
+    return float((predictions(lambda f: {"logits": sess.run(None, f)[0]}, inputs) == labels).mean())
 
 
 def label_of(d: str) -> str:

@@ -30,7 +30,7 @@ import shutil
 import time
 from dataclasses import asdict
 
-from common import QUIET, RESULTS, SEQ, SPEED_BATCH, SPEED_THREADS
+from common import QUIET, RESULTS, SEQ, SPEED_BATCH, SPEED_THREADS, ZOO_DATA
 
 from export.engines import EngineConfig, build_engine
 from export.onnx import export_onnx
@@ -43,7 +43,7 @@ from optin.zoo import cache_dir
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "..", "runs", "quant")
-DATA = {"minilm-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist", "resnet-fmnist": "fashion-mnist"}
+MODELS = ("minilm-rt", "vit-fmnist", "resnet-fmnist")
 PRECISIONS = {"fp32": dict(), "int8-dynamic": dict(int8=True, quant=QuantConfig(mode="dynamic")),
               "int8-static": dict(int8=True, quant=QuantConfig(mode="static"))}
 KEEP = ("config.json", "spec.json", "optin.json", "report.json", "model.safetensors", "model.onnx", "export.json",
@@ -66,7 +66,7 @@ def pruned_dir(model: str, budget: float, pcfg: PruneConfig, code: str) -> str:
     key = {"config": asdict(pcfg) | {"score": asdict(pcfg.score)}, "code": code}
     if read_json(os.path.join(out, "bench_key.json")) == key and os.path.exists(os.path.join(out, "model.onnx")):
         return out
-    prune(model, DATA[model], out, pcfg, log=QUIET)
+    prune(model, ZOO_DATA[model], out, pcfg, log=QUIET)
     export_onnx(out, log=QUIET)
     write_json(os.path.join(out, "bench_key.json"), key)
     return out
@@ -76,7 +76,7 @@ def dense_dir(model: str, pcfg: PruneConfig) -> str:
     """The dense model exported, with the pruner's split settings so it is scored on the same test examples."""
     out = os.path.join(WORK, model, "dense")
     if not os.path.exists(os.path.join(out, "model.onnx")):
-        exp = export_onnx(os.path.join(cache_dir(), model), out_dir=out, data=DATA[model], log=QUIET)
+        exp = export_onnx(os.path.join(cache_dir(), model), out_dir=out, data=ZOO_DATA[model], log=QUIET)
         write_json(os.path.join(out, "export.json"),
                    exp | {"split": {"calib": pcfg.calib, "seed": pcfg.seed, "eval_limit": pcfg.eval_limit}})
     return out
@@ -155,7 +155,7 @@ def plot(rows: list[dict], path: str, title: str) -> None:
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--models", default=",".join(DATA))
+    ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--budgets", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9")
     ap.add_argument("--precisions", default=",".join(PRECISIONS))
     ap.add_argument("--method", default=PruneConfig.method)

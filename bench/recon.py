@@ -24,7 +24,7 @@ import random
 import time
 
 import torch
-from common import RESULTS, mcnemar, plot_accuracy, scores_cached
+from common import RESULTS, ZOO_DATA, mcnemar, plot_accuracy, scores_cached
 
 from optin.adapters import adapter_for
 from optin.data import make_batches
@@ -40,11 +40,8 @@ from optin.report import versions
 from optin.spec import PruneSpec
 from optin.tasks import metrics, paired_difference
 
-DATA = {"minilm-rt": "rotten-tomatoes", "vit-fmnist": "fashion-mnist", "resnet-fmnist": "fashion-mnist",
-        "lite0-fmnist": "fashion-mnist", "swin-fmnist-seg": "fmnist-seg", "mpnet-rt": "rotten-tomatoes"}
-
 ap = argparse.ArgumentParser()
-ap.add_argument("--model", default="minilm-rt", choices=sorted(DATA))
+ap.add_argument("--model", default="minilm-rt", choices=sorted(ZOO_DATA))
 ap.add_argument("--methods", default="optin-est,optin,fisher,magnitude,random")
 ap.add_argument("--budgets", default="0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
 ap.add_argument("--split", default="test", choices=["test", "dev"])
@@ -107,7 +104,7 @@ if a.quick:
 torch.set_num_threads(a.threads)
 quiet = lambda *_: None  # noqa: E731
 
-prep = prepare(a.model, DATA[a.model], PruneConfig(recon=ReconConfig(calib=a.recon_calib), eval_limit=a.test_limit),
+prep = prepare(a.model, ZOO_DATA[a.model], PruneConfig(recon=ReconConfig(calib=a.recon_calib), eval_limit=a.test_limit),
                log=quiet)
 model, ad, seq, calib = prep.model, prep.adapter, prep.seq, prep.calib
 if a.split == "dev":  # a seeded sample of the train split (the model saw it in training: for choosing only)

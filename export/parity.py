@@ -57,13 +57,18 @@ def measure_parity(ref: list[dict], run, batches) -> dict:
             "outputs": diffs, "scale": scale}
 
 
+def _over(name: str, diff: float, tol: Tolerance, scale: float) -> str:
+    if tol.atol is None:  # no max-abs bound: only a non-finite output gets here
+        return f"{name} max_abs_diff {diff:.2e} (not finite)"
+    s = f"{name} max_abs_diff {diff:.2e} > tol {tol.bound(scale):.0e}"
+    return s + (f" ({tol.atol:g} + {tol.rtol:g} x max |logit| {scale:.2f})" if tol.rtol else "")
+
+
 def check(parity: dict, tol: Tolerance, what: str) -> None:
     """Raise one ParityError line listing every output's max diff against its tolerance."""
     scale = parity.get("scale", {})
-    bad = [f"{k} max_abs_diff {v:.2e}" + (" (not finite)" if tol.atol is None else
-           f" > tol {tol.bound(scale.get(k, 0.0)):.0e}" + (
-           f" ({tol.atol:g} + {tol.rtol:g} x max |logit| {scale.get(k, 0.0):.2f})" if tol.rtol else ""))
-           for k, v in parity["outputs"].items() if not (np.isfinite(v) and v <= tol.bound(scale.get(k, 0.0)))]
+    bad = [_over(k, v, tol, scale.get(k, 0.0)) for k, v in parity["outputs"].items()
+           if not (np.isfinite(v) and v <= tol.bound(scale.get(k, 0.0)))]
     if parity["agreement"] < tol.min_agreement:
         bad.append(f"argmax agreement {parity['agreement']:.4f} < {tol.min_agreement}")
     if bad:
