@@ -10,6 +10,7 @@ times the two interleaved (ONNX Runtime CPU, b8 × 64 real tokens for text).
 
     python bench/int8_exclusion.py DIR|MODEL [...] [--targets 0.95,0.97,0.99] [--iters 100] [--out NAME]
     python bench/int8_exclusion.py DIR --targets 0.01 [--no-per-channel] --out NAME   # every node quantised
+    python bench/int8_exclusion.py DIR --mode static [--per-channel] --targets 0.97 --out NAME
     python bench/int8_exclusion.py --plot-only
 
 DIR is a folder written by `optin prune`; MODEL a zoo name (bench/common.py ZOO_DATA): its
@@ -47,7 +48,9 @@ ap.add_argument("--dev-size", type=int, default=2000)
 ap.add_argument("--iters", type=int, default=100)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--out", default="")
-ap.add_argument("--no-per-channel", action="store_true", help="per-tensor weight scales (the default is per-channel)")
+ap.add_argument("--mode", default="dynamic", choices=("dynamic", "static"), help="INT8 mode (export/quantize.py)")
+ap.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
+                help="per-channel weight scales (default: the mode's own, per-channel for dynamic, per-tensor for static)")
 ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON written before")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)
@@ -105,12 +108,12 @@ for d in [] if a.plot_only else map(folder, a.dirs):
         sessions = {"fp32": fp32}
         for t in targets:
             out = os.path.join(tmp, f"int8_{t}.onnx")
-            qcfg = QuantConfig(min_agreement=t, per_channel=False if a.no_per_channel else None)
+            qcfg = QuantConfig(mode=a.mode, min_agreement=t, per_channel=a.per_channel)
             info = quantize_int8(src, out, qcfg, loaded, threads=a.threads, log=quiet)
             sessions[t] = ort_session(out, a.threads)
             row["targets"].append({"min_agreement": t, "float_nodes": len(info["excluded_nodes"]),
                                    "quantizable_nodes": info["quantizable_nodes"], "check": info["check"],
-                                   "per_channel": info["per_channel"],
+                                   "per_channel": info["per_channel"], "mode": info["mode"],
                                    "dev_accuracy": accuracy(sessions[t], inputs, labels)})
             print(d, t, row["targets"][-1], flush=True)
         ms = interleaved_ms(sessions, timing, a.iters)

@@ -11,11 +11,14 @@ text; batch 8 real images for the vision models).
 
 Resumable: every point is written to the results JSON as soon as it is measured and skipped on
 the next run while its key (model, budget, precision, settings, and a hash of the optin/ and
-export/ sources) is unchanged; pruned folders are cached under runs/quant/ the same way.
+export/ sources) is unchanged; pruned folders are cached under runs/quant/ the same way. Points
+of older code stay in the file; the table (`--table`) and the plot show the latest point of each
+(model, budget, precision) and say which code hashes they come from.
 Zoo models are never built here: a model whose zoo folder is missing is skipped, said.
 
     python bench/quant.py [--models minilm-rt,vit-fmnist,resnet-fmnist] [--budgets 0.3,...,0.9]
-                          [--precisions fp32,int8-dynamic,int8-static] [--iters 200] [--quick]
+                          [--precisions fp32,int8-dynamic,int8-static[,int8-static-pc]] [--iters 200]
+                          [--quick]
 
 Writes bench/results/quant{_quick}.json and .png.
 """
@@ -45,7 +48,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 WORK = os.path.join(HERE, "..", "runs", "quant")
 MODELS = ("minilm-rt", "vit-fmnist", "resnet-fmnist")
 PRECISIONS = {"fp32": dict(), "int8-dynamic": dict(int8=True, quant=QuantConfig(mode="dynamic")),
-              "int8-static": dict(int8=True, quant=QuantConfig(mode="static"))}
+              "int8-static": dict(int8=True, quant=QuantConfig(mode="static")),
+              # static with per-channel weight scales: not the default (unmeasured until this grid)
+              "int8-static-pc": dict(int8=True, quant=QuantConfig(mode="static", per_channel=True))}
 KEEP = ("config.json", "spec.json", "optin.json", "report.json", "model.safetensors", "model.onnx", "export.json",
         "tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json", "preprocessor_config.json")
 
@@ -128,7 +133,7 @@ def measure(folder: str, dense: str, precision: str, eval_limit, iters: int) -> 
 
 def plot(rows: list[dict], path: str, title: str) -> None:
     """Test accuracy against measured speedup, one panel per model, one line per precision
-    (dense at the left end of each line, then the budgets), error bars the 95% intervals."""
+    (dense first, then the budgets from the largest), error bars the 95% intervals."""
     from optin.plots import _plt
 
     plt = _plt()
@@ -136,7 +141,9 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.2), squeeze=False)
     for ax, model in zip(axes[0], models):
         for prec in PRECISIONS:
-            pts = sorted((r for r in rows if r["model"] == model and r["precision"] == prec), key=lambda r: r["speedup"])
+            # joined in budget order (dense, 0.9, ..., 0.3): the path a tightening budget takes
+            pts = sorted((r for r in rows if r["model"] == model and r["precision"] == prec),
+                         key=lambda r: -(r["budget"] or 1.01))
             if not pts:
                 continue
             ax.errorbar([p["speedup"] for p in pts], [100 * p["accuracy"] for p in pts],
@@ -153,24 +160,74 @@ def plot(rows: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def latest(points: dict) -> list[dict]:
+    """One row per (model, budget, precision): the last one written wins, so a re-measurement
+    (other --iters, or the code changed since) supersedes its cell. Each row says its code hash;
+    refused engines are rows with an "error"."""
+    return list({tuple(json.loads(k)[:3]): r | {"code": json.loads(k)[-1]} for k, r in points.items()}.values())
+
+
+def table(rows: list[dict]) -> str:
+    """The grid as markdown: speedup over dense float32 / test accuracy, a row per model and budget."""
+    precs = [p for p in PRECISIONS if any(r["precision"] == p for r in rows)]
+    out = ["| model | MACs | " + " | ".join(precs) + " |", "|---|---|" + "---|" * len(precs)]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        cells: dict = {}
+        for r in rows:
+            if r["model"] == model:
+                cells.setdefault(r["budget"], {})[r["precision"]] = r
+        for budget in sorted(cells, key=lambda b: -1 if b is None else b):
+            got = cells[budget]
+            measured = [r for r in got.values() if "error" not in r]
+            mac = "dense" if budget is None else f"{measured[0]['mac_ratio']:.1%}" if measured else f"{budget:.0%}"
+            out.append(f"| {model} | {mac} | " + " | ".join(
+                "" if p not in got else f"refused: {got[p]['error'].rsplit(': ', 1)[-1]}" if "error" in got[p] else
+                f"{got[p]['speedup']:.2f}x / {got[p]['accuracy']:.2%}" for p in precs) + " |")
+    # what pruning gains at each precision: pruned over dense of the same precision, as a part of
+    # the MAC-implied ratio (issue: at least 0.9). Both speedups are over the same dense float32.
+    out += ["", "| model | MACs | " + " | ".join(f"{p}: pruned / dense, of MAC-implied" for p in precs) + " |",
+            "|---|---|" + "---|" * len(precs)]
+    for model in dict.fromkeys(r["model"] for r in rows):
+        ok = {(r["budget"], r["precision"]): r for r in rows if r["model"] == model and "error" not in r}
+        for budget in sorted({b for b, _ in ok if b is not None}):
+            cell = []
+            for p in precs:
+                r, d = ok.get((budget, p)), ok.get((None, p))
+                cell.append(f"{r['speedup'] / d['speedup']:.2f}x / {1 / r['mac_ratio']:.2f}x "
+                            f"({r['speedup'] / d['speedup'] * r['mac_ratio']:.2f})" if r and d else "")
+            out.append(f"| {model} | {ok[(budget, precs[0])]['mac_ratio']:.1%} | " + " | ".join(cell) + " |"
+                       if (budget, precs[0]) in ok else f"| {model} | {budget:.0%} | " + " | ".join(cell) + " |")
+    return "\n".join(out)
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--budgets", default="0.3,0.4,0.5,0.6,0.7,0.8,0.9")
-    ap.add_argument("--precisions", default=",".join(PRECISIONS))
+    ap.add_argument("--precisions", default="fp32,int8-dynamic,int8-static", help=f"of {', '.join(PRECISIONS)}")
     ap.add_argument("--method", default=PruneConfig.method)
     ap.add_argument("--iters", type=int, default=200)
     ap.add_argument("--eval-limit", type=int, default=None, help="test examples (default: the whole test split)")
     ap.add_argument("--quick", action="store_true", help="budget 0.6, 60 iterations, 1,000 test examples")
+    ap.add_argument("--table", action="store_true", help="print the measured grid as markdown; measure nothing")
     a = ap.parse_args(argv)
+    if set(a.precisions.split(",")) - set(PRECISIONS):
+        ap.error(f"unknown precision in --precisions {a.precisions}; known: {', '.join(PRECISIONS)}")
     if a.quick:
         a.budgets, a.iters, a.eval_limit = "0.6", 60, a.eval_limit or 1000
     name = "quant_quick" if a.quick else "quant"
     out_json = os.path.join(RESULTS, f"{name}.json")
     code = code_hash()
     result = read_json(out_json) or {}
-    # points measured with other code are stale (the pruner or the engines changed): dropped
-    points = {k: v for k, v in result.get("points", {}).items() if json.loads(k)[-1] == code}
+    # points measured with other code (the pruner or the engines changed since) are kept, never
+    # dropped, and re-measured: the key holds the code hash, so they are not skipped
+    points = dict(result.get("points", {}))
+    if a.table:
+        rows = latest(points)
+        print(table(rows))
+        stale = sorted({r["code"] for r in rows} - {code})
+        print(f"\ncode hash now {code}" + (f"; rows measured with other code: {', '.join(stale)}" if stale else ""))
+        return result
     for model in a.models.split(","):
         if not os.path.exists(os.path.join(cache_dir(), model, "optin_zoo.json")):
             print(f"quant: {model}: zoo folder {os.path.join(cache_dir(), model)} is not built; skipped", flush=True)
@@ -198,7 +255,7 @@ def main(argv=None) -> dict:
                           "settings": {"threads": SPEED_THREADS, "batch": SPEED_BATCH, "seq": SEQ, "iters": a.iters,
                                        "eval_limit": a.eval_limit, "method": a.method}}
                 write_json(out_json, result)  # after every point: an interrupted run resumes here
-    rows = [r for k, r in points.items() if json.loads(k)[-1] == code and "error" not in r]
+    rows = [r for r in latest(points) if "error" not in r]
     if rows:
         plot(rows, os.path.join(RESULTS, f"{name}.png"),
              f"accuracy vs measured speedup ({a.method}, ORT CPU {SPEED_THREADS} threads, b{SPEED_BATCH}×{SEQ} text)")

@@ -29,8 +29,11 @@ LEVELS = ("disable", "basic", "extended", "all")
 # with their scale (a CNN's reach 20+). INT8 moves them by design: argmax agreement alone (atol
 # None; the old 0.1 + 10% bound refused minilm-rt's fully quantised dense engine, which keeps
 # 82.38% against 82.42%), and the engine is judged on the task (engine.json "accuracy",
-# `optin gate --max-accuracy-drop`).
-TOLERANCE = {"fp32": (1e-4, 0.999, 0.0), "fp16": (5e-2, 0.99, 1e-2), "int8": (None, 0.95, 0.0)}
+# `optin gate --max-accuracy-drop`). Its agreement bound is 0.90, below the sensitivity search's
+# 0.97: parity sees only 64 samples, where an engine that truly agrees on 97% shows 4 or more
+# misses about one time in eight (minilm-rt at 0.7, static per-channel: 0.92 on the 64 after 0.98
+# on the search's 256; bench/quant.py). 0.90 still refuses a broken graph (about 0.5 on two classes).
+TOLERANCE = {"fp32": (1e-4, 0.999, 0.0), "fp16": (5e-2, 0.99, 1e-2), "int8": (None, 0.90, 0.0)}
 GRAPH = {"int8": "model.int8.onnx", "fp16": "model.fp16.onnx"}   # in DIR/engine/
 
 

@@ -19,7 +19,7 @@ from . import EngineBuildError, register
 
 # Default parity tolerances per precision. FP32 engines run TF32 matmuls on Ampere and newer
 # GPUs (TensorRT's default), hence 1e-3 rather than the ONNX file's 1e-4.
-TOLERANCE = {"fp32": (1e-3, 0.999), "fp16": (5e-2, 0.99), "int8": (None, 0.95)}  # INT8: agreement alone, as ort.py
+TOLERANCE = {"fp32": (1e-3, 0.999), "fp16": (5e-2, 0.99), "int8": (None, 0.90)}  # INT8: agreement alone, as ort.py
 
 
 def _trt():

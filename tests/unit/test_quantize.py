@@ -94,10 +94,11 @@ def test_engine_reports_task_accuracy(text, mode):
         return
     q = on_disk["quantization"]
     # per-channel weight scales by default in dynamic mode, per-tensor in static
-    assert q["mode"] == mode and q["per_channel"] is (mode == "dynamic") and q["quantizable_nodes"] > 0
+    # per-channel weight scales by default in both modes (static: per tensor only on a graph with Conv)
+    assert q["mode"] == mode and q["per_channel"] is True and q["quantizable_nodes"] > 0
     # INT8: argmax agreement alone, no max-abs bound, judged on the task
-    assert on_disk["parity"]["tolerance"] == {"atol": None, "min_agreement": 0.95}
-    assert on_disk["parity"]["agreement"] >= 0.95 and "max_abs_limit" not in q
+    assert on_disk["parity"]["tolerance"] == {"atol": None, "min_agreement": 0.90}
+    assert on_disk["parity"]["agreement"] >= 0.90 and "max_abs_limit" not in q
     model = onnx.load(str(graph))
     ops = {n.op_type for n in model.graph.node}
     # real quantisation: integer kernels (dynamic) or QDQ pairs (static) in the graph ORT runs
@@ -128,8 +129,10 @@ def test_static_int8_is_deterministic_for_a_seed(text, tmp_path):
 
 def test_sensitivity_exclusion_leaves_nodes_in_float(text):
     folder, _ = text
-    # agreement 1.0 is out of reach on near-tied tiny logits: the search runs to its cap
-    rep = _engine(folder, int8=True, eval=False, quant={"mode": "static", "min_agreement": 1.0, "max_excluded": 0.5})
+    # agreement 1.0 is out of reach on near-tied tiny logits with per-tensor scales (per-channel
+    # ones, the default, can reach it at once here): the search runs to its cap
+    rep = _engine(folder, int8=True, eval=False,
+                  quant={"mode": "static", "per_channel": False, "min_agreement": 1.0, "max_excluded": 0.5})
     q = rep["quantization"]
     n = q["quantizable_nodes"]
     assert len(q["sensitivity"]) == n and q["steps"][0]["excluded"] == []
@@ -237,6 +240,11 @@ def test_images_static_int8_quantizes_convs(tmp_path):
     convs = [n for n in graph.graph.node if n.op_type == "Conv"]
     dq_out = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert convs and any(c.input[1] in dq_out for c in convs)  # Conv weights come through DequantizeLinear
+    # a graph with Conv keeps per-tensor weight scales by default (faster QLinearConv, bench/README.md)
+    assert rep["quantization"]["per_channel"] is False
+    scales = {i.name: tuple(i.dims) for i in graph.graph.initializer}
+    w_dq = [n for n in graph.graph.node if n.op_type == "DequantizeLinear" and n.output[0] in {c.input[1] for c in convs}]
+    assert w_dq and all(scales.get(n.input[1], ()) in ((), (1,)) for n in w_dq)  # one scale per weight tensor
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
