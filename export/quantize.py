@@ -58,7 +58,7 @@ class QuantConfig:
     mode: str = "dynamic"             # dynamic | static
     method: str | None = None         # calibration: minmax | entropy | percentile (None: the backend's
                                       # default, MinMax for ONNX Runtime, entropy for TensorRT)
-    per_channel: bool | None = None   # None: per-channel weight scales, except static on a graph with Conv
+    per_channel: bool | None = None   # None: per-channel weight scales, except static with Conv or TensorRT
     seed: int = 0                     # order of the calibration examples: which ones calibrate
     exclude: str = "auto"             # auto (sensitivity on calibration data) | none | NODE,NODE,...
     min_agreement: float = 0.97       # auto: argmax agreement with float32 on the check set (module doc)
@@ -176,9 +176,10 @@ class _Quantizer:
             # dev (bench/int8_exclusion.py --mode static): minilm-rt dense / 0.3 / 0.5 / 0.7 lost
             # 0.10 / 0.35 / -0.10 / 0.35 points per channel against 0.65 / 0.50 / 0.50 / 0.40 per
             # tensor, with fewer nodes left in float (so faster); resnet-fmnist's QLinearConv ran
-            # slower per channel at 7 of 8 points at equal accuracy (bench/quant.py).
+            # slower per channel at 7 of 8 points at equal accuracy (bench/quant.py). The TensorRT
+            # provider keeps per-tensor: per-channel QDQ MatMul there is unmeasured.
             if self.per_channel is None:
-                self.per_channel = not any(n.op_type == "Conv" for n in model.graph.node)
+                self.per_channel = not trt and not any(n.op_type == "Conv" for n in model.graph.node)
         elif self.per_channel is None:
             self.per_channel = True   # dynamic: a fifth of per-tensor's logit error, same speed
 

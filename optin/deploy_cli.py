@@ -41,7 +41,7 @@ def precision_args(p, run: bool = False) -> None:
     p.add_argument("--calib-method", default=None, choices=["minmax", "entropy", "percentile"],
                    help="INT8 calibration (default: minmax for ONNX Runtime, entropy for TensorRT)")
     p.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
-                   help="ONNX Runtime INT8: per-channel weight scales (default: on, except static on a graph with Conv)")
+                   help="ONNX Runtime INT8: per-channel weight scales (default: on, except static on a graph with Conv or for the TensorRT provider)")
     p.add_argument("--int8-exclude", default="auto",
                    help="nodes left in float: auto (by sensitivity on calibration data), none, or NODE,NODE")
     p.add_argument("--int8-min-agreement", type=float, default=0.97,
