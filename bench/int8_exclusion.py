@@ -50,7 +50,7 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--out", default="")
 ap.add_argument("--mode", default="dynamic", choices=("dynamic", "static"), help="INT8 mode (export/quantize.py)")
 ap.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=None,
-                help="per-channel weight scales (default: the mode's own, per-channel for dynamic, per-tensor for static)")
+                help="per-channel weight scales (default: export/quantize.py's, per-channel except static with Conv)")
 ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the JSON written before")
 a = ap.parse_args()
 torch.set_num_threads(a.threads)

@@ -159,7 +159,7 @@ class _Quantizer:
         self.reader = _Reader(calib_feeds) if calib_feeds else None
         self.cache = os.path.join(work, "calibration.json")
         self.float_always = []
-        self.per_channel = qcfg.per_channel
+        conv = False
         if qcfg.mode == "static":
             import onnx
 
@@ -172,16 +172,16 @@ class _Quantizer:
             weighted = set(quantizable_nodes(model, ("MatMul",)))
             self.float_always = [n.name for n in model.graph.node if n.op_type == "MatMul" and n.name not in weighted]
             self.extra["OpTypesToExcludeOutputQuantization"] = ["MatMul", "Gemm"]
-            # per-channel weight scales by default; per tensor where the graph has Conv. Chosen on
-            # dev (bench/int8_exclusion.py --mode static): minilm-rt dense / 0.3 / 0.5 / 0.7 lost
-            # 0.10 / 0.35 / -0.10 / 0.35 points per channel against 0.65 / 0.50 / 0.50 / 0.40 per
-            # tensor, with fewer nodes left in float (so faster); resnet-fmnist's QLinearConv ran
-            # slower per channel at 7 of 8 points at equal accuracy (bench/quant.py). The TensorRT
-            # provider keeps per-tensor: per-channel QDQ MatMul there is unmeasured.
-            if self.per_channel is None:
-                self.per_channel = not trt and not any(n.op_type == "Conv" for n in model.graph.node)
-        elif self.per_channel is None:
-            self.per_channel = True   # dynamic: a fifth of per-tensor's logit error, same speed
+            conv = any(n.op_type == "Conv" for n in model.graph.node)
+        # Per-channel weight scales by default. Dynamic: a fifth of per-tensor's logit error, same
+        # speed. Static, chosen on dev (bench/int8_exclusion.py --mode static): minilm-rt dense /
+        # 0.3 / 0.5 / 0.7 lost 0.10 / 0.35 / -0.10 / 0.35 points per channel against 0.65 / 0.50 /
+        # 0.50 / 0.40 per tensor, with fewer nodes left in float (so faster); but per tensor on a
+        # graph with Conv (resnet-fmnist's per-channel QLinearConv ran slower at 7 of 8 points at
+        # equal accuracy, bench/quant.py) and for the TensorRT provider (per-channel QDQ MatMul
+        # there is unmeasured).
+        static_per_tensor = qcfg.mode == "static" and (conv or trt)
+        self.per_channel = not static_per_tensor if qcfg.per_channel is None else qcfg.per_channel
 
     def settings(self) -> dict:
         s = {"mode": self.q.mode, "op_types": list(self.q.op_types), "weight_type": "QInt8",

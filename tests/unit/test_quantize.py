@@ -93,7 +93,6 @@ def test_engine_reports_task_accuracy(text, mode):
         assert acc["agreement_with_torch"] == 1.0 and on_disk["parity"]["tolerance"]["atol"] == 1e-4
         return
     q = on_disk["quantization"]
-    # per-channel weight scales by default in dynamic mode, per-tensor in static
     # per-channel weight scales by default in both modes (static: per tensor only on a graph with Conv)
     assert q["mode"] == mode and q["per_channel"] is True and q["quantizable_nodes"] > 0
     # INT8: argmax agreement alone, no max-abs bound, judged on the task
