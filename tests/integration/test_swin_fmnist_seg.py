@@ -19,7 +19,7 @@ def zoo_folder(tmp_path_factory):
 
     from optin import zoo_seg
 
-    if zoo_seg._shipped() is None:
+    if not zoo_seg._shipped():
         pytest.skip("optin/zoo_weights/swin-fmnist-seg.* are not in this checkout")
     out = tmp_path_factory.mktemp("zoo")
     zoo_seg.build(str(out), log=lambda s: None)
@@ -31,7 +31,7 @@ def test_damaged_shipped_weights_are_refused(tmp_path, monkeypatch):
     from optin import zoo_seg
     from optin.errors import DamagedFile
 
-    if zoo_seg._shipped() is None:
+    if not zoo_seg._shipped():
         pytest.skip("no shipped weights")
     shutil.copytree(zoo_seg.WEIGHTS_DIR, tmp_path / "w")
     f = tmp_path / "w" / f"{zoo_seg.NAME}.safetensors"
