@@ -332,7 +332,7 @@ def ship(name: str, trained: str | None = None, log=print) -> str:
         _train_fmnist(model, proc, hp, name)
         seconds = time.time() - t0
     else:
-        from .io import load_model
+        from safetensors.torch import load_file
 
         try:
             with open(os.path.join(trained, "optin_zoo.json")) as fh:
@@ -343,7 +343,12 @@ def ship(name: str, trained: str | None = None, log=print) -> str:
                 str(info.get("weights", "trained")).startswith("shipped"):
             raise BadInput(f"{trained} is not {name} trained with today's hyperparameters; train it: "
                            f"{_ship_command(name)}")
-        model, _ = load_model(trained)
+        model, _ = make()
+        try:
+            model.load_state_dict(load_file(os.path.join(trained, "model.safetensors")), strict=True)
+        except Exception as e:  # missing, truncated or foreign weights: one line
+            raise BadInput(f"{trained}/model.safetensors does not load into {name} ({type(e).__name__}); "
+                           f"train it: {_ship_command(name)}") from e
         seconds = info.get("train_seconds")  # None: a build older than that record
     return shipped.write(name, model, {"train": hp}, seconds, _ship_command(name), log)
 
