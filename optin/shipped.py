@@ -60,8 +60,8 @@ def write(name: str, model, settings: dict, train_seconds: float | None, rebuild
     os.makedirs(os.path.dirname(path), exist_ok=True)
     save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()},
               path)
-    info = {**json.loads(json.dumps(settings)), "train_seconds": None if train_seconds is None else round(train_seconds), "sha256": digest(path),
-            "rebuild": rebuild}
+    seconds = None if train_seconds is None else round(train_seconds)  # None: not recorded by that build
+    info = {**json.loads(json.dumps(settings)), "train_seconds": seconds, "sha256": digest(path), "rebuild": rebuild}
     with open(meta, "w") as fh:
         json.dump(info, fh, indent=2)
     log(f"optin: wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")
