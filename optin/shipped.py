@@ -23,6 +23,11 @@ def _paths(name: str, weights_dir: str | None = None) -> tuple[str, str]:
     return os.path.join(d, f"{name}.safetensors"), os.path.join(d, f"{name}.json")
 
 
+def jsonable(settings: dict) -> dict:
+    """`settings` as the JSON holds them (tuples → lists), for comparing with a recorded copy."""
+    return json.loads(json.dumps(settings))
+
+
 def digest(path: str) -> str:
     with open(path, "rb") as fh:
         return hashlib.sha256(fh.read()).hexdigest()
@@ -44,8 +49,7 @@ def load(name: str, settings: dict, rebuild: str, weights_dir: str | None = None
             info = json.load(fh)
     except (OSError, ValueError) as e:
         raise DamagedFile(f"{meta} is unreadable ({type(e).__name__}); restore it from git, or rebuild: {rebuild}") from e
-    want = json.loads(json.dumps(settings))  # tuples → lists, as the JSON holds them
-    if info.get("sha256") != digest(path) or any(info.get(k) != v for k, v in want.items()):
+    if info.get("sha256") != digest(path) or any(info.get(k) != v for k, v in jsonable(settings).items()):
         raise DamagedFile(f"{path} does not match {meta} (digest or settings differ); restore both from git, "
                           f"or rebuild them: {rebuild}")
     return {k: v.float() if v.is_floating_point() else v for k, v in load_file(path).items()}, info
@@ -61,7 +65,7 @@ def write(name: str, model, settings: dict, train_seconds: float | None, rebuild
     save_file({k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in model.state_dict().items()},
               path)
     seconds = None if train_seconds is None else round(train_seconds)  # None: not recorded by that build
-    info = {**json.loads(json.dumps(settings)), "train_seconds": seconds, "sha256": digest(path), "rebuild": rebuild}
+    info = {**jsonable(settings), "train_seconds": seconds, "sha256": digest(path), "rebuild": rebuild}
     with open(meta, "w") as fh:
         json.dump(info, fh, indent=2)
     log(f"optin: wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB)")

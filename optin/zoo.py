@@ -289,22 +289,30 @@ def _ship_command(name: str) -> str:
     return f"python -m optin.zoo --ship {name}"
 
 
+def _train_shipped(name: str):
+    """(model, processor, seconds): SHIPPED[name] trained from its seeded initialisation."""
+    hp, make, _ = SHIPPED[name]
+    model, proc = make()
+    t0 = time.time()
+    _train_fmnist(model, proc, hp, name)
+    return model, proc, time.time() - t0
+
+
 def _build_fmnist_classifier(name: str, out_dir: str) -> None:
     """From the shipped weights when this checkout has them (seconds), else trained (vit-fmnist about
     14-21 minutes on one shared core, 86.5% test accuracy; resnet-fmnist about 5, 92%)."""
     from . import shipped
 
     hp, make, max_length = SHIPPED[name]
-    model, proc = make()
-    t0 = time.time()
     if shipped.available(name):
         sd, info = shipped.load(name, {"train": hp}, _ship_command(name))
+        model, proc = make()
         model.load_state_dict(sd, strict=True)
         model.eval()
         origin = {"weights": f"shipped: optin/zoo_weights/{name}.safetensors (float16)", **info}
     else:
-        _train_fmnist(model, proc, hp, name)
-        origin = {"weights": "trained by this build", "train_seconds": round(time.time() - t0)}
+        model, proc, seconds = _train_shipped(name)
+        origin = {"weights": "trained by this build", "train_seconds": round(seconds)}
     _write_zoo(out_dir, model, proc, {
         "name": name, "base": "none (trained from scratch)", "data": "fashion-mnist (train split)",
         "max_length": max_length(hp), "hyperparameters": hp, **origin})
@@ -327,10 +335,7 @@ def ship(name: str, trained: str | None = None, log=print) -> str:
 
     hp, make, _ = SHIPPED[name]
     if trained is None:
-        model, proc = make()
-        t0 = time.time()
-        _train_fmnist(model, proc, hp, name)
-        seconds = time.time() - t0
+        model, _, seconds = _train_shipped(name)
     else:
         from safetensors.torch import load_file
 
@@ -339,7 +344,7 @@ def ship(name: str, trained: str | None = None, log=print) -> str:
                 info = json.load(fh)
         except (OSError, ValueError) as e:
             raise BadInput(f"{trained} is not a zoo folder ({type(e).__name__}); give the folder the zoo built") from e
-        if info.get("name") != name or info.get("hyperparameters") != json.loads(json.dumps(hp)) or \
+        if info.get("name") != name or info.get("hyperparameters") != shipped.jsonable(hp) or \
                 str(info.get("weights", "trained")).startswith("shipped"):
             raise BadInput(f"{trained} is not {name} trained with today's hyperparameters; train it: "
                            f"{_ship_command(name)}")
@@ -552,16 +557,15 @@ def resolve_model(spec: str, log=print) -> str:
 
 if __name__ == "__main__":
     import argparse
+    import sys
+
+    from .errors import OptinError
 
     ap = argparse.ArgumentParser(prog="python -m optin.zoo", description="rewrite a zoo model's shipped weights")
     ap.add_argument("--ship", required=True, choices=sorted(SHIPPED))
     ap.add_argument("--from", dest="trained", default=None, metavar="FOLDER",
                     help="a zoo folder this code trained (e.g. built with OPTIN_ZOO_TRAIN=1) instead of training now")
     a = ap.parse_args()
-    import sys
-
-    from .errors import OptinError
-
     try:
         ship(a.ship, a.trained)
     except OptinError as e:
