@@ -37,6 +37,7 @@ from optin.prune import SELECTIONS, PruneConfig, cost_model_for, dense_model_mac
 from optin.recalibrate import batchnorms, recalibrate_batchnorm
 from optin.reconstruct import ReconConfig, reconstruct
 from optin.report import versions
+from optin.search import search
 from optin.spec import PruneSpec
 from optin.tasks import metrics, paired_difference
 
@@ -60,7 +61,11 @@ ap.add_argument("--score-seed", type=int, default=0,
                 help="the scorers' probe / sampling seed (ScoreConfig.seed): another seed shows a method's own noise")
 ap.add_argument("--select", default="one-shot", choices=SELECTIONS,
                 help="iterative: block by block on the re-fit model (optin.iterative), rows named METHOD+iter; "
-                     "iterative-units: each block keeps the one-shot count, the rounds choose which (METHOD+iter-units)")
+                     "iterative-units: each block keeps the one-shot count, the rounds choose which (METHOD+iter-units); "
+                     "refit-split: the one-shot search's 5 best head/neuron splits, the closest to dense after a re-fit (METHOD+split)")
+ap.add_argument("--counts-from", default=None, metavar="METHOD",
+                help="keep METHOD's per-layer head and neuron counts at each budget; this method's scores choose "
+                     "which units (rows named METHOD_A@METHOD-counts): separates allocation from unit choice")
 ap.add_argument("--tag", default="")
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--quick", action="store_true", help="budgets 0.3,0.5; optin-est and fisher; 1,000 examples")
@@ -124,6 +129,14 @@ done = {(r["method"], r["budget"]) for r in res["rows"]}
 SEG = ad.task.name == "segmentation"
 
 
+def per_layer_topk(scores, like):
+    """A mask keeping, in each layer, as many units as `like` does: the best by `scores`."""
+    out = torch.zeros_like(like)
+    for i, k in enumerate(like.sum(1).long().tolist()):
+        out[i, torch.argsort(scores[i], descending=True, stable=True)[:k]] = 1.0
+    return out
+
+
 def correct(m):
     """Per-example correctness (classifiers), or per-image confusion counts (segmenters)."""
     if SEG:
@@ -148,7 +161,9 @@ print(f"{a.model} dense {ad.task.metric} {res['dense']['accuracy']:.4f} on {res[
 cfg = ReconConfig(damp=a.damp, calib=a.recon_calib, producers=not a.no_producers)
 confs = {}  # segmenters: per-image confusions after the re-fit, this run's rows only (paired bootstrap)
 for method in a.methods.split(","):
-    name = method + {"one-shot": "", "iterative": "+iter", "iterative-units": "+iter-units"}[a.select]
+    name = method + {"one-shot": "", "refit-split": "+split", "iterative": "+iter",
+                   "iterative-units": "+iter-units"}[a.select] + \
+        (f"@{a.counts_from}-counts" if a.counts_from else "")
     todo = [b for b in map(float, a.budgets.split(",")) if (name, b) not in done]
     if not todo:
         continue
@@ -163,6 +178,12 @@ for method in a.methods.split(","):
                                       lambda w: get_method(method)(w, calib, ScoreConfig(seed=a.score_seed)),
                                       cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
                                       a.allocation or ad.default_allocation, None if a.no_recon else prep.recon, cfg)
+        if a.counts_from:
+            other = scores_cached(ad, calib, a.counts_from, ScoreConfig(seed=a.score_seed),
+                                  f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else ""))
+            r = search(other.heads, other.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
+                       a.allocation or ad.default_allocation)
+            hm, nm = per_layer_topk(scores.heads, r.head_mask), per_layer_topk(scores.neurons, r.neuron_mask)
         spec = PruneSpec.from_masks(model.config.model_type, hm, nm, dims=ad.dims())
         t_select = time.time() - ts
         m = copy.deepcopy(model)

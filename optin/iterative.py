@@ -91,10 +91,16 @@ def iterative_masks(adapter, score, costs, budget: float, align: int, allocation
 def select_masks(mode: str, adapter, scores, score, costs, budget: float, align: int, allocation: str,
                  recon_batches=None, recon_cfg=None):
     """The masks `--select mode` gives: one-shot (optin.search on the dense model's `scores`),
-    iterative or iterative-units (`iterative_masks`, round 0 reusing `scores`). Returns
-    (head_mask, neuron_mask, rounds); rounds is None for one-shot."""
+    refit-split (the k best head/neuron splits of those scores, the one closest to dense after
+    the re-fit: optin.refit_split), iterative or iterative-units (`iterative_masks`, round 0
+    reusing `scores`). Returns (head_mask, neuron_mask, rounds); rounds is None for one-shot,
+    the candidate splits for refit-split."""
     if mode == "one-shot":
         r = search(scores.heads, scores.neurons, costs, budget, align, allocation)
         return r.head_mask, r.neuron_mask, None
+    if mode == "refit-split":
+        from .refit_split import refit_split_masks
+
+        return refit_split_masks(adapter, scores, costs, budget, align, allocation, recon_batches, recon_cfg)
     return iterative_masks(adapter, score, costs, budget, align, allocation, recon_batches, recon_cfg,
                            first=scores, reallocate=mode == "iterative")

@@ -24,7 +24,7 @@ from .reconstruct import ReconConfig
 from .search import check_allocation
 
 
-SELECTIONS = ("one-shot", "iterative", "iterative-units")
+SELECTIONS = ("one-shot", "refit-split", "iterative", "iterative-units")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ class PruneConfig:
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
     allocation: str | None = None  # global | even (optin.search); None: the family's default_allocation
-    select: str = "one-shot"       # one-shot | iterative | iterative-units (optin.iterative; not better on dev)
+    select: str = "one-shot"       # one-shot | refit-split (optin.refit_split) | iterative | iterative-units (optin.iterative)
     bn_recalib: bool = True        # re-estimate BatchNorm statistics after narrowing (optin.recalibrate)
     reconstruct: bool = True       # re-fit the weights that read the kept units (optin.reconstruct)
     recon: ReconConfig = field(default_factory=ReconConfig)
@@ -64,6 +64,8 @@ class PruneConfig:
         self.recon.check()
         if self.select not in SELECTIONS:
             raise BadInput(f"unknown --select {self.select!r}; choose one of: {', '.join(SELECTIONS)}")
+        if self.select == "refit-split" and not self.reconstruct:
+            raise BadInput("--select refit-split chooses by the re-fit model; drop --no-reconstruct or use --select one-shot")
         if self.select != "one-shot" and self.token_share:
             raise BadInput(f"--select {self.select} cannot be combined with --token-share yet; drop one of them")
         if self.allocation is not None:  # before any scoring is spent

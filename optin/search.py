@@ -82,6 +82,14 @@ def layer_percentiles(scores: torch.Tensor) -> torch.Tensor:
 def search(head_scores, neuron_scores, cost_model, budget: float, align: int = 1,
            allocation: str = "global") -> SearchResult:
     """budget: allowed cost in the cost model's units (e.g. MACs per example)."""
+    return search_splits(head_scores, neuron_scores, cost_model, budget, align, allocation, 1)[0]
+
+
+def search_splits(head_scores, neuron_scores, cost_model, budget: float, align: int = 1,
+                  allocation: str = "global", k: int = 1) -> list[SearchResult]:
+    """The k best masks over the number of kept heads (each filled with the best neurons the
+    budget leaves), best first: the first is `search`'s. A re-fit-aware selection
+    (optin.refit_split) chooses among them."""
     if align < 1:
         raise BadInput(f"--align must be a positive integer, got {align}")
     check_allocation(allocation)
@@ -95,15 +103,18 @@ def search(head_scores, neuron_scores, cost_model, budget: float, align: int = 1
     # float slack so that a budget equal to the dense cost keeps everything
     left = budget - cost_model.fixed - hc + 1e-6 * budget
     feasible = left >= 0
-    k = torch.searchsorted(nc, left.clamp(min=0), right=True) - 1
-    total = torch.where(feasible, hs + ns[k.clamp(min=0)], torch.tensor(float("-inf"), dtype=torch.float64))
-    h = int(torch.argmax(total))
-    kn = int(k[h])
-    hm = torch.zeros_like(head_scores)
-    nm = torch.zeros_like(neuron_scores)
-    for i, _, idx in hblocks[:h]:
-        hm[i, idx] = 1.0
-    for i, _, idx in nblocks[:kn]:
-        nm[i, idx] = 1.0
-    cost = cost_model.fixed + float(hc[h]) + float(nc[kn])
-    return SearchResult(hm, nm, cost, budget, h, int(nm.sum()))
+    kn_at = torch.searchsorted(nc, left.clamp(min=0), right=True) - 1
+    total = torch.where(feasible, hs + ns[kn_at.clamp(min=0)], torch.tensor(float("-inf"), dtype=torch.float64))
+    order = torch.argsort(total, descending=True, stable=True)[:max(1, min(k, int(feasible.sum())))]
+    out = []
+    for h in order.tolist():
+        kn = int(kn_at[h])
+        hm = torch.zeros_like(head_scores)
+        nm = torch.zeros_like(neuron_scores)
+        for i, _, idx in hblocks[:h]:
+            hm[i, idx] = 1.0
+        for i, _, idx in nblocks[:kn]:
+            nm[i, idx] = 1.0
+        cost = cost_model.fixed + float(hc[h]) + float(nc[kn])
+        out.append(SearchResult(hm, nm, cost, budget, h, int(nm.sum())))
+    return out

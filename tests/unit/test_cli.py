@@ -81,6 +81,8 @@ def _bad_cases(tiny_folders, tmp_path):
         "method": ([bert, "--data", good, "--method", "bogus"], "unknown importance method"),
         "select": ([bert, "--data", good, "--select", "iterative", "--latency-target", "2"],
                    "--select iterative cannot be combined with --latency-target"),
+        "split": ([bert, "--data", good, "--select", "refit-split", "--no-reconstruct"],
+                  "--select refit-split chooses by the re-fit model"),
     }
 
 

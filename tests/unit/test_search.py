@@ -102,3 +102,18 @@ def test_resnet_allocates_evenly_by_default():
 
     assert ResNetAdapter.default_allocation == "even"
     assert Adapter.default_allocation == EfficientNetLiteAdapter.default_allocation == "global"
+
+
+@pytest.mark.parametrize("frac", [0.2, 0.6])
+def test_search_splits_are_the_best_splits_in_order_each_within_budget(frac):
+    from optin.search import search_splits
+
+    hs, ns, cm, dense = _setup()
+    splits = search_splits(hs, ns, cm, frac * dense, k=4)
+    first = search(hs, ns, cm, frac * dense)
+    assert torch.equal(splits[0].head_mask, first.head_mask) and torch.equal(splits[0].neuron_mask, first.neuron_mask)
+    totals = [float((hs * r.head_mask).sum() + (ns * r.neuron_mask).sum()) for r in splits]
+    feasible = sum(cm.fixed + h * cm.per_head[0] <= frac * dense * (1 + 1e-6) for h in range(hs.numel() + 1))
+    assert totals == sorted(totals, reverse=True) and len({r.kept_heads for r in splits}) == len(splits) == min(4, feasible)
+    for r in splits:
+        assert cm.total(r.head_mask.sum(1).tolist(), r.neuron_mask.sum(1).tolist()) <= frac * dense * (1 + 1e-6)
