@@ -31,7 +31,7 @@ from optin.data import make_batches
 from optin.evaluate import predictions
 from optin.importance import ScoreConfig, get_method
 from optin.io import read_json, write_json
-from optin.iterative import select_masks
+from optin.iterative import select_masks, top_units
 from optin.narrow import narrow
 from optin.prune import SELECTIONS, PruneConfig, cost_model_for, dense_model_macs, prepare
 from optin.recalibrate import batchnorms, recalibrate_batchnorm
@@ -131,10 +131,7 @@ SEG = ad.task.name == "segmentation"
 
 def per_layer_topk(scores, like):
     """A mask keeping, in each layer, as many units as `like` does: the best by `scores`."""
-    out = torch.zeros_like(like)
-    for i, k in enumerate(like.sum(1).long().tolist()):
-        out[i, torch.argsort(scores[i], descending=True, stable=True)[:k]] = 1.0
-    return out
+    return torch.stack([top_units(scores[i], int(k)) for i, k in enumerate(like.sum(1))])
 
 
 def correct(m):
@@ -168,9 +165,11 @@ for method in a.methods.split(","):
     if not todo:
         continue
     t0 = time.time()
-    scores = scores_cached(ad, calib, method, ScoreConfig(seed=a.score_seed),  # runs/cache: scored once per model
-                           f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else ""))
+    cache = f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else "")  # runs/cache: scored once per model
+    scores = scores_cached(ad, calib, method, ScoreConfig(seed=a.score_seed), cache)
     t_score = scores.meta.get("seconds", time.time() - t0)
+    if a.counts_from:  # the method whose per-layer counts every budget keeps
+        other = scores_cached(ad, calib, a.counts_from, ScoreConfig(seed=a.score_seed), cache)
     for budget in todo:
         ts = time.time()
         # iterative rounds re-score (not cached)
@@ -179,8 +178,6 @@ for method in a.methods.split(","):
                                       cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
                                       a.allocation or ad.default_allocation, None if a.no_recon else prep.recon, cfg)
         if a.counts_from:
-            other = scores_cached(ad, calib, a.counts_from, ScoreConfig(seed=a.score_seed),
-                                  f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else ""))
             r = search(other.heads, other.neurons, cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
                        a.allocation or ad.default_allocation)
             hm, nm = per_layer_topk(scores.heads, r.head_mask), per_layer_topk(scores.neurons, r.neuron_mask)

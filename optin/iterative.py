@@ -39,7 +39,7 @@ def fixed_cost(costs, head_mask: torch.Tensor, neuron_mask: torch.Tensor, upto: 
     return sum(kh[i] * costs.per_head[i] + kn[i] * costs.per_neuron[i] for i in range(upto))
 
 
-def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+def top_units(scores: torch.Tensor, k: int) -> torch.Tensor:
     """A 0/1 mask of the k best-scored units (ties: the lower index, as the search breaks them)."""
     m = torch.zeros_like(scores)
     m[torch.argsort(scores, descending=True, stable=True)[:k]] = 1.0
@@ -73,8 +73,8 @@ def iterative_masks(adapter, score, costs, budget: float, align: int, allocation
                 plan = plan or r
                 hm[l], nm[l] = r.head_mask[l], r.neuron_mask[l]
             else:
-                hm[l] = _top(heads[l], int(plan.head_mask[l].sum()))
-                nm[l] = _top(neurons[l], int(plan.neuron_mask[l].sum()))
+                hm[l] = top_units(heads[l], int(plan.head_mask[l].sum()))
+                nm[l] = top_units(neurons[l], int(plan.neuron_mask[l].sum()))
             t_score = time.time() - t
             if l + 1 < L and (hm[l].sum() < d.layer_heads[l] or nm[l].sum() < d.layer_ffn[l]):
                 state.heads[l], state.neurons[l] = hm[l].to(dev), nm[l].to(dev)

@@ -14,7 +14,8 @@ runs on it in optin.prune. Nothing here knows a family: narrowing, BatchNorm re-
 the re-fit are the shared steps, on a copy.
 
 Cost: k narrowings and k re-fits on `fit_examples` examples, and k + 1 forward passes over the
-re-fit examples; a model with one possible split (a CNN: no heads) costs nothing.
+re-fit examples; a model with one possible split (a CNN: no heads) costs nothing. Not with a
+token schedule (`--token-share`: refused by PruneConfig.check).
 """
 from __future__ import annotations
 
@@ -25,23 +26,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .calibration import take
 from .devices import model_device
 from .narrow import narrow
 from .recalibrate import batchnorms, recalibrate_batchnorm
 from .reconstruct import reconstruct
 from .search import search_splits
 from .spec import PruneSpec
-
-
-def _first(batches, n: int) -> list[dict]:
-    """Batches from the start holding at least n examples (whole batches)."""
-    out, seen = [], 0
-    for b in batches:
-        if seen >= n:
-            break
-        out.append(b)
-        seen += len(next(iter(b.values())))
-    return out
 
 
 @torch.no_grad()
@@ -62,24 +53,23 @@ def kl_to_dense(dense_logp: list[torch.Tensor], adapter, batches) -> float:
 
 
 def refit_split_masks(adapter, scores, costs, budget: float, align: int, allocation: str, recon_batches,
-                      recon_cfg, tokens=None, k: int = 5, fit_examples: int = 128):
+                      recon_cfg, k: int = 5, fit_examples: int = 128):
     """(head_mask, neuron_mask, candidates): of the k best head/neuron splits of `scores` under
     `budget` (optin.search.search_splits), the one whose re-fit model is closest to the dense one.
 
     adapter: over the dense model (left as it is); recon_batches / recon_cfg: the re-fit's data
-    and settings; tokens: the kept-token schedule, if any (the candidates are narrowed with it);
-    input_names: the model's inputs, for BatchNorm re-estimation where the model has BatchNorm.
-    candidates: per split, its head and neuron counts, search score, KL and seconds."""
+    and settings (the candidates are re-fit on the first `fit_examples`). candidates: per split,
+    its rank in the search, head and neuron counts, KL and seconds; the kept one marked chosen."""
     splits = search_splits(scores.heads, scores.neurons, costs, budget, align, allocation, k)
     if len(splits) == 1:
         return splits[0].head_mask, splits[0].neuron_mask, []
-    fit = _first(recon_batches, fit_examples)
+    fit = take(recon_batches, fit_examples)
     dense_logp = _log_probs(adapter, recon_batches)
     model_type, dims, dev = adapter.model.config.model_type, adapter.dims(), model_device(adapter.model)
     rows, best = [], None
     for rank, r in enumerate(tqdm(splits, desc="re-fit-aware split", unit="split")):
         t = time.time()
-        spec = PruneSpec.from_masks(model_type, r.head_mask, r.neuron_mask, tokens, dims=dims)
+        spec = PruneSpec.from_masks(model_type, r.head_mask, r.neuron_mask, dims=dims)
         cand = type(adapter)(copy.deepcopy(adapter.model))
         narrow(cand, spec)
         cand.model.to(dev)
