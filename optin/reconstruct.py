@@ -15,9 +15,11 @@ misses, z + (dense sum − pruned sum) / scale (`Sublayer`), which makes the blo
 to the dense model's whatever the family does around it. Blocks are solved bottom to top,
 sublayers in forward order. Gram matrices are float64 sums over batches, so memory is bounded
 by the kept width, never by the data; they live on the model's device when it has float64 (CUDA),
-else on the CPU (optin.devices.gram_device), and the forward passes run in float32. Damping towards W₀ (not towards 0) means the solution can
-only lower each sublayer's calibration error below what narrowing left: the fitted objective
-at W₀ is the error before, and the minimiser's is no larger.
+else on the CPU (optin.devices.gram_device), and the forward passes run in float32. A fit's pass
+runs its block only as far as the fit reads, and a sublayer's producers (q, k, v) share one
+pass. Damping towards W₀ (not towards 0) means the solution can only lower each sublayer's
+calibration error below what narrowing left: the fitted objective at W₀ is the error before,
+and the minimiser's is no larger.
 
 A sublayer that kept nothing (BiasOnly, ConstantBranch) has only its bias left: it becomes the
 mean target. With token reduction each block is solved on the tokens it keeps (the dense sums
@@ -51,27 +53,43 @@ class ReconConfig:
 
 
 # --- taps ------------------------------------------------------------------------------------
+class _Enough(Exception):
+    """Raised by the last tap of a pass that needs only part of a layer: the rest is not run."""
+
+
 @contextmanager
-def _taps(points):
+def _taps(points, stop: bool = False):
     """points: {key: (module, "input" | "output")}. Yields a dict filled on every forward with a
-    copy of the first input or output (copies: a ResNet adds the shortcut into its branch output in place)."""
+    copy of the first input or output (copies: a ResNet adds the shortcut into its branch output
+    in place). stop: once every point is filled, raise _Enough (`_tapped` runs such a pass)."""
     got, handles = {}, []
 
-    def first(v):
-        return v[0] if isinstance(v, (tuple, list)) else v
+    def keep(key, v):
+        got[key] = (v[0] if isinstance(v, (tuple, list)) else v).detach().clone()
+        if stop and len(got) == len(points):
+            raise _Enough
 
     try:
         for key, (m, at) in points.items():
             if at == "input":
-                handles.append(m.register_forward_pre_hook(
-                    lambda mod, args, key=key: got.__setitem__(key, args[0].detach().clone())))
+                handles.append(m.register_forward_pre_hook(lambda mod, args, key=key: keep(key, args)))
             else:
-                handles.append(m.register_forward_hook(
-                    lambda mod, args, out, key=key: got.__setitem__(key, first(out).detach().clone())))
+                handles.append(m.register_forward_hook(lambda mod, args, out, key=key: keep(key, out)))
         yield got
     finally:
         for h in handles:
             h.remove()
+
+
+def _tapped(adapter, i, h, ctx, got) -> None:
+    """Run layer i only as far as the taps of a `_taps(..., stop=True)` need: a fit reads its
+    sublayer's inputs and outputs (and the sum after it), never what comes later in the block.
+    The hooks are stateless, so stopping midway leaves nothing half-set."""
+    got.clear()
+    try:
+        adapter.run_layer(i, h, ctx)
+    except _Enough:
+        pass
 
 
 def _channels_last(t: torch.Tensor) -> torch.Tensor:
@@ -265,12 +283,14 @@ def _block(dense, pruned, i, batches, dense_h, pruned_h, ctxs_d, ctxs_p, spec, c
     for k, site in enumerate(p_sites):
         if cfg.producers and not _is_standin(site.consumer):
             cols = None if spec is None else _columns(pruned, i, site.reads, _spec_kept(spec, i, site.reads))
-            for j, q in enumerate(site.producers):
-                q = replace(q, keep_out=cols if q.keep_out is None else q.keep_out)
-                row = _fit(pruned, i, q, batches, pruned_h, ctxs_p, _at(targets, (k, j), q), valid, cfg, spec is None)
-                out.append({**row, "sublayer": k, "producer": j})
-        out.append({**_fit(pruned, i, site, batches, pruned_h, ctxs_p, _at(targets, k, site), valid, cfg, spec is None),
-                    "sublayer": k, "producer": None})
+            qs = [replace(q, keep_out=cols if q.keep_out is None else q.keep_out) for q in site.producers]
+            # a site's producers make its units side by side (none reads another's output, and their
+            # targets are the dense model's), so one pass feeds all their fits: q, k, v together
+            rows = _fit(pruned, i, qs, batches, pruned_h, ctxs_p, [_at(targets, (k, j), q) for j, q in enumerate(qs)],
+                        valid, cfg, spec is None)
+            out += [{**row, "sublayer": k, "producer": j} for j, row in enumerate(rows)]
+        row, = _fit(pruned, i, [site], batches, pruned_h, ctxs_p, [_at(targets, k, site)], valid, cfg, spec is None)
+        out.append({**row, "sublayer": k, "producer": None})
     for b in range(len(batches)):
         pruned_h[b] = pruned.run_layer(i, pruned_h[b], ctxs_p[b])
     return out
@@ -300,43 +320,53 @@ def _valid(adapter, batch, i, pos):
     return v if pos is None else v[:, pos]
 
 
-def _accumulate(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid):
-    """One sublayer's normal equations over the batches (the pruned model's forward), its current
-    weights [W b], whether it has a bias column, and the per-output scale."""
-    w0, has_bias = _weights(site)
-    standin = _is_standin(site.consumer)
-    scale = _scale(site, w0.shape[0], w0.device).to(w0.device)  # divides targets on the model's device
-    eq = _Normal(0 if standin else w0.shape[1] - int(has_bias), w0.shape[0], has_bias, scale ** 2,
-                 gram_device(w0.device))
-    points = {"z": (site.consumer, "output")}
-    if not standin:
-        points["x"] = (site.consumer, "input")
-    if site.total is not None:
-        points["s"] = (site.total, site.total_at)
-    with _taps(points) as got:
+def _accumulate(pruned, i, sites, batches, pruned_h, ctxs_p, targets, valid):
+    """The normal equations of sublayers that one forward pass can feed (`sites`, their `targets`
+    per batch), over the batches of the pruned model, each layer run only as far as they need;
+    per site its equations, current weights [W b] and whether it has a bias column."""
+    eqs, w0s, biases, scales, points = [], [], [], [], {}
+    for n, site in enumerate(sites):
+        w0, has_bias = _weights(site)
+        standin = _is_standin(site.consumer)
+        scale = _scale(site, w0.shape[0], w0.device).to(w0.device)  # divides targets on the model's device
+        eqs.append(_Normal(0 if standin else w0.shape[1] - int(has_bias), w0.shape[0], has_bias, scale ** 2,
+                           gram_device(w0.device)))
+        w0s.append(w0), biases.append(has_bias), scales.append(scale)
+        points[n, "z"] = (site.consumer, "output")
+        if not standin:
+            points[n, "x"] = (site.consumer, "input")
+        if site.total is not None:
+            points[n, "s"] = (site.total, site.total_at)
+    with _taps(points, stop=True) as got:
         for j in range(len(batches)):
-            pruned.run_layer(i, pruned_h[j], ctxs_p[j])
-            z = _layout(site, got["z"])
-            if site.total is None:
-                t = targets[j]
-            else:  # what the sum misses, in the consumer's units
-                t = z.double() + (targets[j].double() - _channels_last(got["s"]).double()) / scale
-            x = None if standin else _layout(site, ops(site.consumer).design(site.consumer, got["x"]))
-            eq.add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]))
-    return eq, w0, has_bias
+            _tapped(pruned, i, pruned_h[j], ctxs_p[j], got)
+            for n, site in enumerate(sites):
+                z = _layout(site, got[n, "z"])
+                if site.total is None:
+                    t = targets[n][j]
+                else:  # what the sum misses, in the consumer's units
+                    t = z.double() + (targets[n][j].double() - _channels_last(got[n, "s"]).double()) / scales[n]
+                x = got.get((n, "x"))
+                x = None if x is None else _layout(site, ops(site.consumer).design(site.consumer, x))
+                eqs[n].add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]))
+    return list(zip(eqs, w0s, biases))
 
 
-def _fit(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid, cfg, masked: bool = False) -> dict:
-    """Accumulate one sublayer's normal equations over the batches, solve, write; errors before/after."""
-    eq, w0, has_bias = _accumulate(pruned, i, site, batches, pruned_h, ctxs_p, targets, valid)
-    standin = _is_standin(site.consumer)
-    weight = eq.weight
-    norm = max(eq.target_variance(weight), 1e-30)
-    before = eq.error(w0, weight) / norm
-    w = eq.solve(w0, 0.0 if standin else cfg.damp, live_only=masked)
-    after = eq.error(w, weight) / norm
-    if after > before:  # rounding in a near-singular solve: keep what narrowing left
-        w, after = w0.double(), before
-    _write(site, w, has_bias)
-    return {"layer": i, "kind": "bias" if standin else type(site.consumer).__name__,
-            "inputs": eq.g.shape[0] - int(has_bias), "rows": eq.rows, "before": before, "after": after}
+def _fit(pruned, i, sites, batches, pruned_h, ctxs_p, targets, valid, cfg, masked: bool = False) -> list[dict]:
+    """Accumulate the sites' normal equations in one pass over the batches, solve, write; per site
+    its errors before and after."""
+    rows = []
+    for site, (eq, w0, has_bias) in zip(sites, _accumulate(pruned, i, sites, batches, pruned_h, ctxs_p, targets,
+                                                           valid)):
+        standin = _is_standin(site.consumer)
+        weight = eq.weight
+        norm = max(eq.target_variance(weight), 1e-30)
+        before = eq.error(w0, weight) / norm
+        w = eq.solve(w0, 0.0 if standin else cfg.damp, live_only=masked)
+        after = eq.error(w, weight) / norm
+        if after > before:  # rounding in a near-singular solve: keep what narrowing left
+            w, after = w0.double(), before
+        _write(site, w, has_bias)
+        rows.append({"layer": i, "kind": "bias" if standin else type(site.consumer).__name__,
+                     "inputs": eq.g.shape[0] - int(has_bias), "rows": eq.rows, "before": before, "after": after})
+    return rows

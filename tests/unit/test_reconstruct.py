@@ -9,7 +9,7 @@ import torch
 from conftest import awkward_spec, tiny_batches, tiny_model
 from optin.adapters import adapter_for
 from optin.narrow import narrow
-from optin.reconstruct import ReconConfig, reconstruct
+from optin.reconstruct import ReconConfig, _is_standin, reconstruct
 
 
 def _inputs(b):
@@ -92,6 +92,32 @@ def test_refit_model_exports_with_parity(family, tmp_path):
     save_pruned(pruned.model, None, spec, str(tmp_path), extra={"seq_len": 16, "max_length": 16, "data": None})
     rep = export_onnx(str(tmp_path), log=lambda s: None)
     assert rep["parity"]["max_abs_diff"] <= 1e-5 and rep["parity"]["agreement"] == 1.0
+
+
+def test_each_fit_runs_its_layer_once_per_batch_and_only_as_far_as_it_reads(family):
+    """A site's producers share one pass (none reads another's output), and a pass stops at its
+    last tap: the block's last consumer runs only in its own fit and in the pass that moves on."""
+    dense, pruned, spec = _pruned(family)
+    batches = tiny_batches(n_batches=2, batch=4, model_type=family)
+    runs, calls, run_layer = [], {}, pruned.run_layer
+
+    def counted(i, h, ctx):
+        runs.append(i)
+        return run_layer(i, h, ctx)
+
+    pruned.run_layer = counted
+    L = len(pruned.layers())
+    last = [pruned.sublayers(i, spec)[-1].consumer for i in range(L)]
+    hooks = [m.register_forward_hook(lambda mod, a, o, i=i: calls.__setitem__(i, calls.get(i, 0) + 1))
+             for i, m in enumerate(last)]
+    reconstruct(dense, pruned, batches, spec)
+    for h in hooks:
+        h.remove()
+    for i in range(L):
+        sites = pruned.sublayers(i, spec)
+        passes = len(sites) + sum(1 for s in sites if s.producers and not _is_standin(s.consumer)) + 1
+        assert runs.count(i) == len(batches) * passes, i
+        assert calls.get(i, 0) == 2 * len(batches), i
 
 
 def test_tokens_are_solved_on_the_positions_each_block_keeps():
