@@ -17,7 +17,7 @@ sublayers in forward order. Gram matrices are float64 sums over batches, so memo
 by the kept width, never by the data; they live on the model's device when it has float64 (CUDA),
 else on the CPU (optin.devices.gram_device), and the forward passes run in float32. A fit's pass
 runs its block only as far as the fit reads, and a sublayer's producers (q, k, v) share one
-pass. Damping towards W₀ (not towards 0) means the solution can only lower each sublayer's
+pass and, reading the same rows, one Gram. Damping towards W₀ (not towards 0) means the solution can only lower each sublayer's
 calibration error below what narrowing left: the fitted objective at W₀ is the error before,
 and the minimiser's is no larger.
 
@@ -61,11 +61,22 @@ class _Enough(Exception):
 def _taps(points, stop: bool = False):
     """points: {key: (module, "input" | "output")}. Yields a dict filled on every forward with a
     copy of the first input or output (copies: a ResNet adds the shortcut into its branch output
-    in place). stop: once every point is filled, raise _Enough (`_tapped` runs such a pass)."""
-    got, handles = {}, []
+    in place). A tensor tapped twice unchanged (q, k, v read the same hidden states) gets one copy,
+    so the fits can see that their inputs are the same. stop: once every point is filled, raise
+    _Enough (`_tapped` runs such a pass)."""
+    got, handles, copies, seen = {}, [], {}, set()
 
     def keep(key, v):
-        got[key] = (v[0] if isinstance(v, (tuple, list)) else v).detach().clone()
+        if not got or key in seen:  # a new pass (`_tapped` clears got; a plain pass taps a point again)
+            copies.clear(), seen.clear()
+        seen.add(key)
+        v = v[0] if isinstance(v, (tuple, list)) else v
+        # the source is held, so its id is not reused within the pass; _version: written in place since
+        src, c = copies.get((id(v), v._version), (None, None))
+        if src is not v:
+            c = v.detach().clone()
+            copies[id(v), v._version] = (v, c)
+        got[key] = c
         if stop and len(got) == len(points):
             raise _Enough
 
@@ -126,14 +137,22 @@ class _Normal:
         self.ts = torch.zeros(out, dtype=torch.float64, device=dev)
         self.rows = 0
 
-    def add(self, x: torch.Tensor | None, t: torch.Tensor) -> None:
+    def add(self, x: torch.Tensor | None, t: torch.Tensor, shared: dict | None = None, key=None) -> None:
+        """shared/key: equations fed the same input rows in one batch (q, k, v) widen them and
+        form their Gram once; `shared` holds what the first of them computed under `key`."""
         t = t.to(self.g.device).double()  # copied before widening: half the bytes cross the bus
-        if x is None:
-            x = t.new_zeros(t.shape[0], 0)
-        x = x.to(self.g.device).double()
-        if self.bias:
-            x = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
-        self.g += x.T @ x
+        got = None if shared is None or key is None else shared.get(key)
+        if got is None:
+            if x is None:
+                x = t.new_zeros(t.shape[0], 0)
+            x = x.to(self.g.device).double()
+            if self.bias:
+                x = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
+            got = (x, x.T @ x)
+            if shared is not None and key is not None:
+                shared[key] = got
+        x, xx = got
+        self.g += xx
         self.c += x.T @ t
         self.tt += (t * t).sum(0)
         self.ts += t.sum(0)
@@ -340,15 +359,19 @@ def _accumulate(pruned, i, sites, batches, pruned_h, ctxs_p, targets, valid):
     with _taps(points, stop=True) as got:
         for j in range(len(batches)):
             _tapped(pruned, i, pruned_h[j], ctxs_p[j], got)
+            shared = {}
             for n, site in enumerate(sites):
                 z = _layout(site, got[n, "z"])
                 if site.total is None:
                     t = targets[n][j]
                 else:  # what the sum misses, in the consumer's units
                     t = z.double() + (targets[n][j].double() - _channels_last(got[n, "s"]).double()) / scales[n]
-                x = got.get((n, "x"))
-                x = None if x is None else _layout(site, ops(site.consumer).design(site.consumer, x))
-                eqs[n].add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]))
+                raw, key = got.get((n, "x")), None
+                x = None if raw is None else ops(site.consumer).design(site.consumer, raw)
+                if x is not None and x is raw:  # the same tapped tensor, laid out the same way: same rows
+                    key = (id(raw), id(site.rows), eqs[n].bias)
+                x = None if x is None else _layout(site, x)
+                eqs[n].add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]), shared, key)
     return list(zip(eqs, w0s, biases))
 
 

@@ -9,7 +9,8 @@ import torch
 from conftest import awkward_spec, tiny_batches, tiny_model
 from optin.adapters import adapter_for
 from optin.narrow import narrow
-from optin.reconstruct import ReconConfig, _is_standin, reconstruct
+import optin.reconstruct as recon
+from optin.reconstruct import ReconConfig, _is_standin, _taps, reconstruct
 
 
 def _inputs(b):
@@ -118,6 +119,38 @@ def test_each_fit_runs_its_layer_once_per_batch_and_only_as_far_as_it_reads(fami
         passes = len(sites) + sum(1 for s in sites if s.producers and not _is_standin(s.consumer)) + 1
         assert runs.count(i) == len(batches) * passes, i
         assert calls.get(i, 0) == 2 * len(batches), i
+
+
+def test_one_copy_of_an_input_tapped_twice_unless_written_in_between():
+    """q, k and v read one tensor: their taps share a copy (so their fits share a Gram); a tensor
+    written in place between two taps (a ResNet's branch output) is copied twice; a new pass copies anew."""
+    a, b, c = (torch.nn.Identity() for _ in range(3))
+
+    def forward(x):
+        a(x), b(x)
+        x.add_(1.0)
+        c(x)
+
+    with _taps({"a": (a, "input"), "b": (b, "input"), "c": (c, "input")}) as got:
+        forward(torch.zeros(2, 3))
+        assert got["a"] is got["b"] and got["c"] is not got["a"]
+        assert float(got["a"].sum()) == 0.0 and float(got["c"].sum()) == 6.0
+        first = got["a"]
+        forward(torch.full((2, 3), 2.0))
+        assert got["a"] is not first and float(got["a"].sum()) == 12.0 and got["a"] is got["b"]
+
+
+def test_shared_grams_change_no_weight(family, monkeypatch):
+    """Forming q, k and v's Gram once is exact: the same weights, bit for bit, as one Gram each."""
+    results = []
+    for share in (True, False):
+        if not share:
+            add = recon._Normal.add
+            monkeypatch.setattr(recon._Normal, "add", lambda self, x, t, shared=None, key=None: add(self, x, t))
+        dense, pruned, spec = _pruned(family)
+        reconstruct(dense, pruned, tiny_batches(n_batches=2, batch=4, model_type=family), spec)
+        results.append(pruned.model.state_dict())
+    assert all(torch.equal(results[0][k], results[1][k]) for k in results[0])
 
 
 def test_tokens_are_solved_on_the_positions_each_block_keeps():
