@@ -17,9 +17,9 @@ sublayers in forward order. Gram matrices are float64 sums over batches, so memo
 by the kept width, never by the data; they live on the model's device when it has float64 (CUDA),
 else on the CPU (optin.devices.gram_device), and the forward passes run in float32. A fit's pass
 runs its block only as far as the fit reads, and a sublayer's producers (q, k, v) share one
-pass and, reading the same rows, one Gram. Damping towards W₀ (not towards 0) means the solution can only lower each sublayer's
-calibration error below what narrowing left: the fitted objective at W₀ is the error before,
-and the minimiser's is no larger.
+pass and, reading the same rows, one Gram. Damping towards W₀ (not towards 0) means the
+solution can only lower each sublayer's calibration error below what narrowing left: the fitted
+objective at W₀ is the error before, and the minimiser's is no larger.
 
 A sublayer that kept nothing (BiasOnly, ConstantBranch) has only its bias left: it becomes the
 mean target. With token reduction each block is solved on the tokens it keeps (the dense sums
@@ -67,7 +67,7 @@ def _taps(points, stop: bool = False):
     got, handles, copies, seen = {}, [], {}, set()
 
     def keep(key, v):
-        if not got or key in seen:  # a new pass (`_tapped` clears got; a plain pass taps a point again)
+        if key in seen:  # a point tapped again: a new pass
             copies.clear(), seen.clear()
         seen.add(key)
         v = v[0] if isinstance(v, (tuple, list)) else v
@@ -137,21 +137,21 @@ class _Normal:
         self.ts = torch.zeros(out, dtype=torch.float64, device=dev)
         self.rows = 0
 
-    def add(self, x: torch.Tensor | None, t: torch.Tensor, shared: dict | None = None, key=None) -> None:
-        """shared/key: equations fed the same input rows in one batch (q, k, v) widen them and
-        form their Gram once; `shared` holds what the first of them computed under `key`."""
+    def add(self, x: torch.Tensor | None, t: torch.Tensor, memo: dict | None = None) -> None:
+        """memo: one dict for the equations fed the same rows in one batch (q, k, v), so the rows
+        are widened and their Gram formed once, by the first of them."""
         t = t.to(self.g.device).double()  # copied before widening: half the bytes cross the bus
-        got = None if shared is None or key is None else shared.get(key)
-        if got is None:
+        if memo:
+            x, xx = memo["x"], memo["xx"]
+        else:
             if x is None:
                 x = t.new_zeros(t.shape[0], 0)
             x = x.to(self.g.device).double()
             if self.bias:
                 x = torch.cat([x, x.new_ones(x.shape[0], 1)], 1)
-            got = (x, x.T @ x)
-            if shared is not None and key is not None:
-                shared[key] = got
-        x, xx = got
+            xx = x.T @ x
+            if memo is not None:
+                memo.update(x=x, xx=xx)
         self.g += xx
         self.c += x.T @ t
         self.tt += (t * t).sum(0)
@@ -366,12 +366,12 @@ def _accumulate(pruned, i, sites, batches, pruned_h, ctxs_p, targets, valid):
                     t = targets[n][j]
                 else:  # what the sum misses, in the consumer's units
                     t = z.double() + (targets[n][j].double() - _channels_last(got[n, "s"]).double()) / scales[n]
-                raw, key = got.get((n, "x")), None
+                raw, memo = got.get((n, "x")), None
                 x = None if raw is None else ops(site.consumer).design(site.consumer, raw)
                 if x is not None and x is raw:  # the same tapped tensor, laid out the same way: same rows
-                    key = (id(raw), id(site.rows), eqs[n].bias)
+                    memo = shared.setdefault((id(raw), id(site.rows), eqs[n].bias), {})
                 x = None if x is None else _layout(site, x)
-                eqs[n].add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]), shared, key)
+                eqs[n].add(None if x is None else _rows(x, valid[j]), _rows(t, valid[j]), memo)
     return list(zip(eqs, w0s, biases))
 
 

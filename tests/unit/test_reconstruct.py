@@ -146,7 +146,7 @@ def test_shared_grams_change_no_weight(family, monkeypatch):
     for share in (True, False):
         if not share:
             add = recon._Normal.add
-            monkeypatch.setattr(recon._Normal, "add", lambda self, x, t, shared=None, key=None: add(self, x, t))
+            monkeypatch.setattr(recon._Normal, "add", lambda self, x, t, memo=None: add(self, x, t))
         dense, pruned, spec = _pruned(family)
         reconstruct(dense, pruned, tiny_batches(n_batches=2, batch=4, model_type=family), spec)
         results.append(pruned.model.state_dict())
