@@ -102,10 +102,11 @@ ap.add_argument("--no-ceiling", action="store_true", help="minilm-rt: skip optin
 ap.add_argument("--fast-method", default="optin-fast", choices=["optin-fast", "optin-fast-depth"],
                 help="mpnet-rt: the one-pass scorer timed and correlated (results under mpnet_rt_<method> "
                      "when not optin-fast)")
+ap.add_argument("--tag", default="", help="appended to the results' keys (a rerun beside the old one)")
 a = ap.parse_args()
 if a.fast_probes:
     FAST_PROBES["probes"] = a.fast_probes
-tag = f"_p{a.fast_probes}" if a.fast_probes else ""
+tag = (f"_p{a.fast_probes}" if a.fast_probes else "") + (f"_{a.tag}" if a.tag else "")
 out = os.path.join(RESULTS, "fast_estimator" + ("_quick" if a.quick else "") + ".json")
 res = {"versions": versions()}
 # minilm-rt's model and snippets (the base part reuses the snippets; the mpnet part needs neither)
@@ -154,7 +155,8 @@ if a.part == "mpnet":  # not in "all": it needs the mpnet wheels
                 "optin_est_s": est.meta.get("seconds"),
                 "spearman": {f"{fm} vs optin-est": correlations(sc[fm], est),
                              f"{fm} vs {fm} (seed 1)": correlations(fast1, sc[fm]),
-                             **({"optin-est vs optin-est (probe seed 1)": correlations(est1, est)}
+                             **({"optin-est vs optin-est (probe seed 1)": correlations(est1, est),
+                                 f"{fm} (seed 1) vs optin-est (seed 1)": correlations(fast1, est1)}
                                 if est1 is not None else {})}}
     print(json.dumps({k: v for k, v in res[key].items() if k != "seconds"}, indent=1), flush=True)
 mine, res = res, (json.load(open(out)) if os.path.exists(out) else {})  # the parts run separately merge

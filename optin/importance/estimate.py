@@ -48,7 +48,8 @@ def kd_root(logp: torch.Tensor) -> torch.Tensor:
 @contextmanager
 def per_example_masks(adapter, batch_size: int, device):
     """mask_variables with one mask per example: all-ones head [B, layers, heads] and neuron
-    [B, layers, ffn] masks that require grad, in the hooks, the model's parameters frozen meanwhile.
+    [B, layers, ffn] masks that require grad, in the hooks, the model's parameters frozen meanwhile,
+    and the hooks' MaskState (a forward over some of the examples sets their rows of the masks).
     Examples do not interact (before a Gram matrix), so the gradient with respect to example b's
     mask is b's own Jacobian row."""
     d = adapter.dims()
@@ -60,7 +61,7 @@ def per_example_masks(adapter, batch_size: int, device):
     try:
         with mask_hooks(adapter) as state:
             state.heads, state.neurons = list(hm.unbind(1)), list(nm.unbind(1))
-            yield hm, nm
+            yield hm, nm, state
     finally:
         for p in params:
             p.requires_grad_(True)

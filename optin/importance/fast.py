@@ -26,8 +26,15 @@ reached layers. optin-est spends a backward pass per probe *and* target layer; h
    Fisher (estimate.kd_root); exact for two classes.
 
 Cost per calibration batch: one forward with graph, `probes` + 1 backward passes through the
-whole model (optin-est: probes × (layers + 1) passes of mean depth (layers + 1) / 2). Text
-batches are re-formed by length first (`by_length`), so they compute little padding.
+whole model (optin-est: probes × (layers + 1) passes of mean depth (layers + 1) / 2).
+
+The batches are optin-est's, as given, so both estimate one objective: a batch's Gram matrix
+spans its examples, and its rows are drawn with the same seed. Re-forming the batches by length
+(what this scorer did until 2026-12-03, to compute less padding) draws another sample of rows
+and pairs, noise the two scorers then disagree by (bench/README.md, "`optin-fast-depth`"). The
+padding is saved within each batch instead: its text examples run in `GROUPS` groups of similar
+length, each trimmed to its longest member (examples meet only in the Gram matrix, which is
+formed on the whole batch).
 """
 from __future__ import annotations
 
@@ -41,35 +48,51 @@ from . import register
 from .estimate import _signs, kd_root, per_example_masks
 from .trajectory import layer_rows, rescore
 
-# backward passes per batch for the MD terms. minilm-rt's calibration set, Spearman with optin-est:
-# 4 random 0.977, 6 rotation 0.981 (but 1.5 points lost at 0.4), 8 rotation 0.982 at 2.6x Fisher's
-# time on BERT-base (bench/fast_estimator.py)
+# backward passes per batch for the MD terms. minilm-rt's calibration set, Spearman with optin-est
+# (batches then re-formed by length): 4 random 0.977, 6 rotation 0.981 (but 1.5 points lost at 0.4),
+# 8 rotation 0.982 at 2.6x Fisher's time on BERT-base (bench/fast_estimator.py)
 PROBES = 8
+GROUPS = 4  # length groups per text batch (32 examples: 8 a group)
 
 
-def by_length(batches: list[dict]) -> list[dict]:
-    """The same examples in batches of the same sizes, sorted by length and each trimmed to its
-    longest member: a batched pass then computes little padding (Fisher's one-example passes
-    compute none). Image batches (no attention_mask) and left-padded text are returned as they are."""
-    if not batches or "attention_mask" not in batches[0]:
-        return batches
-    masks = [b["attention_mask"] for b in batches]
-    if any(bool((m[:, 1:] > m[:, :-1]).any()) for m in masks):  # not padded on the right
-        return batches
-    n = max(m.shape[1] for m in masks)
-    pads = torch.cat([b["input_ids"][m == 0] for b, m in zip(batches, masks)])
-    pad = {k: 0 for k in batches[0]}
-    pad["input_ids"] = int(pads[0]) if len(pads) else 0  # the tokenizer's own pad id (positions may depend on it)
-    rows = {k: torch.cat([F.pad(b[k], (0, n - b[k].shape[1]), value=pad[k]) if b[k].dim() == 2 else b[k]
-                          for b in batches]) for k in batches[0]}
-    order = torch.argsort(rows["attention_mask"].sum(1), stable=True)
-    out, start = [], 0
-    for b in batches:
-        idx = order[start:start + len(b["attention_mask"])]
-        start += len(idx)
-        width = int(rows["attention_mask"][idx].sum(1).max())
-        out.append({k: (v[idx, :width] if v.dim() == 2 else v[idx]) for k, v in rows.items()})
-    return out
+def length_groups(batch: dict, groups: int = GROUPS) -> list[torch.Tensor]:
+    """The batch's examples in up to `groups` groups of similar length (indices, shortest first).
+    Image batches (no attention_mask) and left-padded text form one group."""
+    m = batch.get("attention_mask")
+    if m is None or bool((m[:, 1:] > m[:, :-1]).any()):  # not padded on the right
+        return [torch.arange(len(next(iter(batch.values()))))]
+    return [g for g in torch.argsort(m.sum(1), stable=True).chunk(groups) if len(g)]
+
+
+def _forward_grouped(adapter, batch: dict, groups: list[torch.Tensor], state, hm, nm):
+    """Each block's features [B, n, D] and the head's output, as one pass over `batch` would give
+    them, computed group by group on trimmed inputs with each group's rows of the per-example masks."""
+    L = adapter.dims().num_layers
+    if len(groups) == 1:
+        state.heads, state.neurons = list(hm.unbind(1)), list(nm.unbind(1))
+        h, ctx = adapter.embed(batch)
+        feats = []
+        for i in range(L):
+            h = adapter.run_layer(i, h, ctx)
+            feats.append(adapter.features(h))
+        return feats, adapter.head(h, ctx)
+    B, n = batch["attention_mask"].shape
+    outs, heads = [[] for _ in range(L)], []
+    for idx in groups:
+        width = int(batch["attention_mask"][idx].sum(1).max())
+        sub = {k: (v[idx, :width] if v.dim() == 2 and v.shape[1] == n else v[idx]) for k, v in batch.items()}
+        state.heads, state.neurons = list(hm[idx].unbind(1)), list(nm[idx].unbind(1))
+        h, ctx = adapter.embed(sub)
+        for i in range(L):
+            h = adapter.run_layer(i, h, ctx)
+            outs[i].append(adapter.features(h))
+        heads.append(adapter.head(h, ctx))
+    order = torch.cat(groups).to(hm.device)
+    feats = []
+    for parts in outs:  # back to the batch's layout: padding rows stay zero (no Gram row reads them)
+        full = parts[0].new_zeros(B, n, parts[0].shape[-1])
+        feats.append(full.index_put((order,), torch.cat([F.pad(x, (0, 0, 0, n - x.shape[1])) for x in parts])))
+    return feats, torch.cat(heads)[torch.argsort(order)]
 
 
 def _rows_features(x: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -107,13 +130,13 @@ ASSIGNMENTS = ("rotation", "depth")
 
 
 @register("optin-fast", gradients=True)
-def trajectory_fast(adapter, batches, cfg, probes: int = PROBES, assign: str = "rotation"):
+def trajectory_fast(adapter, batches, cfg, probes: int = PROBES, assign: str = "rotation", groups=length_groups):
+    """groups(batch): the index groups a batch's forward runs in (`length_groups`)."""
     if assign not in ASSIGNMENTS:
         raise ValueError(f"assign must be one of {ASSIGNMENTS}, got {assign!r}")
     d = adapter.dims()
     L = d.num_layers
     dev = next(adapter.model.parameters()).device
-    batches = by_length(batches)
     md_h, md_n = torch.zeros(L, d.num_heads, L, device=dev), torch.zeros(L, d.ffn_size, L, device=dev)
     kd_h, kd_n = torch.zeros(L, d.num_heads, device=dev), torch.zeros(L, d.ffn_size, device=dev)
     served = torch.zeros(L, device=dev)  # batches in which each target layer got examples
@@ -125,13 +148,10 @@ def trajectory_fast(adapter, batches, cfg, probes: int = PROBES, assign: str = "
     for bi in mine:
         gen = torch.Generator().manual_seed(cfg.seed * 100_003 + bi + 1)  # same on any rank
         B = len(batches[bi][adapter.input_names()[0]])  # calibration needs no labels
-        with per_example_masks(adapter, B, dev) as (hm, nm):
-            h, ctx = adapter.embed(batches[bi])
-            feats = []
-            for i in range(L):
-                h = adapter.run_layer(i, h, ctx)
-                feats.append(_rows_features(adapter.features(h), rows[bi][i]))
-            logp = F.log_softmax(adapter.task.rows(adapter.head(h, ctx)).float(), -1)  # a row per example (pixel)
+        with per_example_masks(adapter, B, dev) as (hm, nm, state):
+            out, logits = _forward_grouped(adapter, batches[bi], groups(batches[bi]), state, hm, nm)
+            feats = [_rows_features(x, rows[bi][i]) for i, x in enumerate(out)]
+            logp = F.log_softmax(adapter.task.rows(logits).float(), -1)  # a row per example (pixel)
             layers = assignment(L, B, probes, assign, gen)
             bh, bn = torch.zeros_like(md_h), torch.zeros_like(md_n)  # this batch's sums per target layer
             probes_of = torch.zeros(L, device=dev)  # probes that gave each layer examples

@@ -132,6 +132,42 @@ def test_fast_estimate_tracks_exact_scores(family, method):
         assert (raw["md"][c, :layer] == 0).all()
 
 
+@pytest.mark.parametrize("method", ["optin-fast", "optin-fast-depth"])
+def test_fast_estimate_reads_the_batches_as_given(method):
+    """A batch's Gram matrix spans its examples and its rows are drawn per batch, so the one-pass
+    scorer reads optin-est's batches as they are, to estimate the same objective: the same
+    examples batched by length give other terms, for both scorers (re-forming the batches inside,
+    as this scorer once did to save padding, would make the two batchings score alike)."""
+    a = adapter_for(tiny_model("bert"))
+    cfg = ScoreConfig(rows_per_batch=16)
+    batches = tiny_batches(n_batches=3)
+    rows = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
+    order = torch.argsort(rows["attention_mask"].sum(1), stable=True)
+    by_length = [{k: v[order[i:i + 4]] for k, v in rows.items()} for i in range(0, len(order), 4)]
+    assert not all(torch.equal(x["input_ids"], y["input_ids"]) for x, y in zip(batches, by_length))
+    for m in (method, "optin-est"):
+        raw = get_method(m)(a, batches, cfg).meta["raw"]
+        assert torch.equal(raw["md"], get_method(m)(a, [dict(b) for b in batches], cfg).meta["raw"]["md"])
+        assert not torch.allclose(raw["md"], get_method(m)(a, by_length, cfg).meta["raw"]["md"], rtol=1e-3)
+
+
+def test_fast_estimate_length_groups_change_only_rounding(family):
+    """The one-pass scorer runs a text batch in groups of similar length, each trimmed to its
+    longest member, and assembles the whole batch's Gram matrices: the terms are those of one
+    pass over the padded batch, up to float rounding."""
+    from optin.importance.fast import length_groups, trajectory_fast
+
+    a = adapter_for(tiny_model(family))
+    cfg = ScoreConfig(rows_per_batch=16)
+    batches = tiny_batches()
+    if "attention_mask" in batches[0]:
+        assert len(length_groups(batches[0], 4)) == 4
+    one = trajectory_fast(a, batches, cfg, groups=lambda b: [torch.arange(len(b["labels"]))]).meta["raw"]
+    grouped = trajectory_fast(a, batches, cfg).meta["raw"]
+    for k in ("md", "kd"):
+        assert torch.allclose(grouped[k], one[k], rtol=1e-3, atol=1e-9 * float(one[k].abs().max()))
+
+
 def test_depth_assignment_gives_each_layer_its_share():
     """"depth": late target layers get more of each probe's examples, every layer some, in the
     proportions depth_shares gives; examples move between layers from probe to probe."""
