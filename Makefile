@@ -78,6 +78,7 @@ bench: install bench-deps
 	$(BIN)/python bench/accuracy_vs_macs.py --model vit-fmnist
 	$(BIN)/python bench/estimator.py
 	$(BIN)/python bench/scale.py
+	$(BIN)/python bench/gram_rows.py
 	$(BIN)/python bench/ablate_depth.py 0.4,0.5,0.6 normalized,sum,mean,final,anchored 0.1
 	$(BIN)/python bench/ablate_calib_group.py
 	$(BIN)/python bench/kwon.py

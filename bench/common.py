@@ -182,6 +182,19 @@ def mcnemar(a_correct, b_correct) -> dict:
     return {"a_only": b, "b_only": c, "p": p}
 
 
+def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Spearman rank correlation (ties broken by position)."""
+    rx, ry = (t.argsort().argsort().double() for t in (x.flatten(), y.flatten()))
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
+
+
+def correlations(a, b) -> dict:
+    """Spearman of two Scores over all heads and neurons, heads alone, neurons alone."""
+    fa, fb = (torch.cat([s.heads.flatten(), s.neurons.flatten()]) for s in (a, b))
+    return {"all": spearman(fa, fb), "heads": spearman(a.heads, b.heads), "neurons": spearman(a.neurons, b.neurons)}
+
+
 def ort_session(path: str, threads: int, profile_prefix: str | None = None):
     """An ONNX Runtime CPU session as the benchmarks time it: `threads` intra-op threads, no
     spinning (spinning threads steal the other graph's time in an interleaved run)."""

@@ -11,18 +11,12 @@ import os
 import time
 
 import torch
-from common import RESULTS, mask_for, masked_accuracy, scores_cached, setup
+from common import RESULTS, mask_for, masked_accuracy, scores_cached, setup, spearman
 
 from optin.importance import ScoreConfig
 from optin.importance.estimate import trajectory_estimate
 from optin.plots import _plt
 from optin.report import versions
-
-
-def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    rx, ry = (t.argsort().argsort().double() for t in (x.flatten(), y.flatten()))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
 
 
 def per_candidate(exact, est):

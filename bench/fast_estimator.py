@@ -21,7 +21,7 @@ import os
 import time
 
 import torch
-from common import RESULTS, mask_for, masked_accuracy, scores_cached, setup
+from common import RESULTS, correlations, mask_for, masked_accuracy, scores_cached, setup
 
 from optin.adapters import adapter_for
 from optin.importance import ScoreConfig, get_method
@@ -31,17 +31,6 @@ from optin.report import versions
 BUDGETS = (0.4, 0.5, 0.6, 0.7)
 README_EST = {0.4: 0.7832, 0.5: 0.7956, 0.6: 0.8178, 0.7: 0.8214}  # bench/README.md, optin-est, test
 README_FISHER = {0.4: 0.7618, 0.5: 0.7962, 0.6: 0.8190, 0.7: 0.8204}
-
-
-def spearman(x: torch.Tensor, y: torch.Tensor) -> float:
-    rx, ry = (t.argsort().argsort().double() for t in (x.flatten(), y.flatten()))
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    return float((rx * ry).sum() / (rx.norm() * ry.norm()))
-
-
-def correlations(a, b) -> dict:
-    fa, fb = (torch.cat([s.heads.flatten(), s.neurons.flatten()]) for s in (a, b))
-    return {"all": spearman(fa, fb), "heads": spearman(a.heads, b.heads), "neurons": spearman(a.neurons, b.neurons)}
 
 
 FAST_PROBES = {}  # the one-pass scorers' probes when --fast-probes is given (else fast.PROBES)

@@ -13,7 +13,7 @@ over the same test images (optin.tasks.paired_difference), for rows computed in 
 chosen there, never on test.
 
     python bench/recon.py --model minilm-rt [--methods optin-est,fisher] [--budgets 0.2,0.3] [--split dev] [--test-limit N]
-        [--recon-calib 512] [--damp 0.01] [--score-seed S] [--tag NAME] [--quick]
+        [--recon-calib 512] [--damp 0.01] [--score-seed S] [--rows R] [--tag NAME] [--quick]
 
 Writes bench/results/recon_{model}{_split}{_tag}.json (resumable: points already there are kept)
 and a plot of accuracy against MACs with and without the re-fit."""
@@ -59,6 +59,9 @@ ap.add_argument("--allocation", default=None, choices=["global", "even"],
                 help="the search's sharing of the budget across layers (optin.search); default: the family's")
 ap.add_argument("--score-seed", type=int, default=0,
                 help="the scorers' probe / sampling seed (ScoreConfig.seed): another seed shows a method's own noise")
+ap.add_argument("--rows", type=int, default=ScoreConfig.rows_per_batch,
+                help="Gram rows per calibration batch for the trajectory scorers (ScoreConfig.rows_per_batch); "
+                     "a number above a batch's real tokens uses them all (bench/gram_rows.py)")
 ap.add_argument("--select", default="one-shot", choices=SELECTIONS,
                 help="iterative: block by block on the re-fit model (optin.iterative), rows named METHOD+iter; "
                      "iterative-units: each block keeps the one-shot count, the rounds choose which (METHOD+iter-units); "
@@ -165,16 +168,18 @@ for method in a.methods.split(","):
     if not todo:
         continue
     t0 = time.time()
-    cache = f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else "")  # runs/cache: scored once per model
-    scores = scores_cached(ad, calib, method, ScoreConfig(seed=a.score_seed), cache)
+    score_cfg = ScoreConfig(seed=a.score_seed, rows_per_batch=a.rows)
+    cache = f"{a.model}-c128" + (f"-s{a.score_seed}" if a.score_seed else "") + \
+        (f"-r{a.rows}" if a.rows != ScoreConfig.rows_per_batch else "")  # runs/cache: scored once per model
+    scores = scores_cached(ad, calib, method, score_cfg, cache)
     t_score = scores.meta.get("seconds", time.time() - t0)
     if a.counts_from:  # the method whose per-layer counts every budget keeps
-        other = scores_cached(ad, calib, a.counts_from, ScoreConfig(seed=a.score_seed), cache)
+        other = scores_cached(ad, calib, a.counts_from, score_cfg, cache)
     for budget in todo:
         ts = time.time()
         # iterative rounds re-score (not cached)
         hm, nm, rounds = select_masks(a.select, ad, scores,
-                                      lambda w: get_method(method)(w, calib, ScoreConfig(seed=a.score_seed)),
+                                      lambda w: get_method(method)(w, calib, score_cfg),
                                       cost_model_for(ad, seq), budget * dense_macs, ad.default_align,
                                       a.allocation or ad.default_allocation, None if a.no_recon else prep.recon, cfg)
         if a.counts_from:
@@ -209,7 +214,7 @@ for method in a.methods.split(","):
         print(f"{name:10s} {budget:.1f} MACs {row['mac_ratio']:.3f}: {row['before']['accuracy']:.4f}"
               + (f" → re-fit {row['after']['accuracy']:.4f} ({row['recon_s']:.0f} s)" if "after" in row else "")
               + f"  scoring {t_score:.0f} s", flush=True)
-        res.update(recon_calib=a.recon_calib, damp=a.damp, score_seed=a.score_seed, calibration=len(calib) and sum(len(b["labels"]) for b in calib),
+        res.update(recon_calib=a.recon_calib, damp=a.damp, score_seed=a.score_seed, rows_per_batch=a.rows, calibration=len(calib) and sum(len(b["labels"]) for b in calib),
                    versions=versions())
         write_json(out_json, res)
 
