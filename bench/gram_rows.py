@@ -3,14 +3,13 @@ calibration snippets (4 batches of 32, about 900 real tokens each): `optin-est` 
 `optin-fast-depth` with 256 Gram rows per batch (ScoreConfig.rows_per_batch, the default), 512,
 and every real token, each with probe seeds 0 and 1. The seed draws both the rows and the
 probes, so with every token the seed-to-seed agreement is the probes' noise alone. Spearman over
-all heads and neurons (and heads alone); seconds per scorer, timed in one process, interleaved
+all heads and neurons (and heads, neurons alone); seconds per scorer, timed in one process, interleaved
 seed by seed (medians of the two seeds). Fisher (one example at a time) once per seed, for the
 ratio.
 
     python bench/gram_rows.py
 
 Writes bench/results/gram_rows.{json,png}."""
-import dataclasses
 import os
 import statistics
 import time
@@ -32,7 +31,7 @@ ad, cal = S["adapter"], S["calib"]
 scores, secs = {}, {}
 for seed in (0, 1):
     for method, rows in [("fisher", None)] + [(m, r) for r in ROWS for m in METHODS]:
-        cfg = dataclasses.replace(ScoreConfig(), seed=seed, **({"rows_per_batch": ROWS[rows]} if rows else {}))
+        cfg = ScoreConfig(seed=seed, rows_per_batch=ROWS.get(rows, ScoreConfig.rows_per_batch))  # Fisher reads no rows
         t0 = time.perf_counter()
         scores[method, rows, seed] = get_method(method)(ad, cal, cfg)
         secs.setdefault((method, rows), []).append(time.perf_counter() - t0)
