@@ -46,13 +46,14 @@ def _add_prune_args(p: argparse.ArgumentParser) -> None:
                    help="how the budget is shared across layers: global (units of all layers ranked together by "
                         "score) or even (each layer keeps the same share, its best units by score); default: the "
                         "family's (even for ResNet, global otherwise)")
-    p.add_argument("--select", default="one-shot", choices=["one-shot", "refit-split", "iterative", "iterative-units"],
-                   help="one-shot: one scoring of the dense model, one search (default); refit-split: of the 5 best "
-                        "head/neuron splits of that search, the one closest to dense after a re-fit on 128 examples "
-                        "(5 extra small re-fits); iterative: block by block, "
-                        "each block's share and units chosen on the model whose lower blocks are already pruned and "
-                        "re-fit (K-prune's order; one scoring per block); iterative-units: the one-shot share per "
-                        "block, the units chosen so (neither beat one-shot on dev: docs/reconstruction.md)")
+    p.add_argument("--select", default="auto", choices=["auto", "one-shot", "refit-split", "iterative", "iterative-units"],
+                   help="auto (default): refit-split at budgets of at most 0.3 of MACs, one-shot above (and with "
+                        "--no-reconstruct, --token-share or --latency-target); one-shot: one scoring of the dense "
+                        "model, one search; refit-split: of the 5 best head/neuron splits of that search, the one "
+                        "closest to dense after a re-fit on 128 examples (5 extra small re-fits); iterative: block "
+                        "by block, each block's share and units chosen on the model whose lower blocks are already "
+                        "pruned and re-fit (K-prune's order; one scoring per block); iterative-units: the one-shot "
+                        "share per block, the units chosen so (neither beat one-shot on dev: docs/reconstruction.md)")
     p.add_argument("--token-share", type=float, default=0.0,
                    help="ViT/DeiT: part of the MAC reduction taken by dropping tokens, 0-1 (default 0: heads "
                         "and neurons only); the rest comes from heads and neurons")

@@ -24,7 +24,12 @@ from .reconstruct import ReconConfig
 from .search import check_allocation
 
 
-SELECTIONS = ("one-shot", "refit-split", "iterative", "iterative-units")
+SELECTIONS = ("auto", "one-shot", "refit-split", "iterative", "iterative-units")
+# `--select auto` (the default) asks the re-fit which head/neuron split to keep (refit-split) at budgets
+# up to this fraction of MACs, and takes the search's split (one-shot) above it. Chosen on dev
+# (bench/README.md, "`--select auto`"): the split moved vit-fmnist by +1.95 / +0.40 points at 0.2 / 0.3
+# and minilm-rt by 0.00 / +0.10, vit-fmnist by -0.15 at 0.4, and nothing above (every split at dense).
+SPLIT_AT_OR_BELOW = 0.3
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,7 @@ class PruneConfig:
     max_length: int | None = None  # tokens; also the sequence length the MACs are counted at
     align: int | None = None      # neurons kept in multiples of this; None: the family's default_align
     allocation: str | None = None  # global | even (optin.search); None: the family's default_allocation
-    select: str = "one-shot"       # one-shot | refit-split (optin.refit_split) | iterative | iterative-units (optin.iterative)
+    select: str = "auto"           # auto | one-shot | refit-split (optin.refit_split) | iterative | iterative-units (optin.iterative)
     bn_recalib: bool = True        # re-estimate BatchNorm statistics after narrowing (optin.recalibrate)
     reconstruct: bool = True       # re-fit the weights that read the kept units (optin.reconstruct)
     recon: ReconConfig = field(default_factory=ReconConfig)
@@ -66,11 +71,19 @@ class PruneConfig:
             raise BadInput(f"unknown --select {self.select!r}; choose one of: {', '.join(SELECTIONS)}")
         if self.select == "refit-split" and not self.reconstruct:
             raise BadInput("--select refit-split chooses by the re-fit model; drop --no-reconstruct or use --select one-shot")
-        if self.select != "one-shot" and self.token_share:
+        if self.select not in ("auto", "one-shot") and self.token_share:
             raise BadInput(f"--select {self.select} cannot be combined with --token-share yet; drop one of them")
         if self.allocation is not None:  # before any scoring is spent
             check_allocation(self.allocation)
         devices.dtype_of(self.dtype)
+
+    def selection(self) -> str:
+        """The selection mode that runs: --select, with auto resolved (refit-split at budgets up to
+        SPLIT_AT_OR_BELOW when the re-fit is on and no tokens are dropped, else one-shot)."""
+        if self.select != "auto":
+            return self.select
+        split = self.reconstruct and not self.token_share and self.flops <= SPLIT_AT_OR_BELOW + 1e-9
+        return "refit-split" if split else "one-shot"
 
 
 def allocation(adapter, cfg: PruneConfig) -> str:
@@ -238,8 +251,9 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     cfg.check()
     dev = _place(model, cfg, spec is None and scores is None)
     distributed.init(dev)  # scoring is shared out when launched by torchrun; rank 0 does the rest
-    if cfg.select != "one-shot" and spec is None and distributed.world() > 1:
-        raise BadInput(f"--select {cfg.select} re-scores on rank 0 alone; run it without torchrun")
+    mode = cfg.selection() if spec is None else None  # None: the masks were given (a spec, the re-tune's)
+    if mode in ("iterative", "iterative-units") and distributed.world() > 1:
+        raise BadInput(f"--select {mode} re-scores on rank 0 alone; run it without torchrun")
     t0 = time.time()
     model.eval()
     adapter = adapter_for(model)
@@ -277,7 +291,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     rounds = None  # what iterative selection did, round by round (optin.iterative)
     if spec is None:
         costs = cost_model_for(adapter, seq, None if kept_tokens is None else [len(k) for k in kept_tokens])
-        hm, nm, rounds = select_masks(cfg.select, adapter, scores,
+        hm, nm, rounds = select_masks(mode, adapter, scores,
                                       lambda a: _score(get_method(cfg.method), a, calib_b, cfg), costs,
                                       cfg.flops * dense_macs, align, allocation(adapter, cfg), recon_b, cfg.recon)
         spec = PruneSpec.from_masks(c_type, hm, nm, kept_tokens, dims=dims)
@@ -303,7 +317,7 @@ def prune_model(model, calib, flops: float | None = None, method: str | None = N
     report = {
         "command": "prune", "model": type(model).__name__, "model_path": None, "model_type": c_type, "data": None,
         "method": cfg.method, "budget": cfg.flops, "align": align, "allocation": allocation(adapter, cfg),
-        "selection": {"mode": cfg.select, "rounds": rounds}, "macs": macs,
+        "selection": {"mode": mode, "asked": cfg.select, "rounds": rounds}, "macs": macs,
         "accuracy": None if acc_pruned is None else {
             "dense": acc_dense["accuracy"], "pruned": acc_pruned["accuracy"], "dense_ci95": acc_dense["ci95"],
             "pruned_ci95": acc_pruned["ci95"], "test_examples": acc_dense["n"], "metric": adapter.task.metric,
@@ -406,7 +420,7 @@ def prune(model_spec: str, data_spec: str, out: str, cfg: PruneConfig = PruneCon
     cfg.check()
     if cfg.token_share and latency is not None:  # refused before any scoring is spent
         raise BadInput("--token-share cannot be combined with --latency-target yet; drop one of them")
-    if cfg.select != "one-shot" and latency is not None:
+    if cfg.select not in ("auto", "one-shot") and latency is not None:
         raise BadInput(f"--select {cfg.select} cannot be combined with --latency-target yet (the re-tune searches "
                        "one-shot); drop one of them")
     dev = devices.resolve(cfg.device)  # a missing GPU or a refused --dtype fails here, before anything is loaded

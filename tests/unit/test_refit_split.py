@@ -59,3 +59,29 @@ def test_prune_model_with_refit_split_reports_its_candidates():
     assert res.report["reconstruction"]["layers"] and res.report["macs"]["ratio"] <= 0.4 + 1e-6
     with pytest.raises(BadInput, match="--no-reconstruct"):
         PruneConfig(select="refit-split", reconstruct=False).check()
+
+
+def test_auto_selection_splits_by_the_refit_at_low_budgets_only():
+    """`--select auto` (the default): refit-split at or below SPLIT_AT_OR_BELOW of MACs with the
+    re-fit on, one-shot above it, without the re-fit or with a token schedule; named modes as asked."""
+    from optin.prune import SPLIT_AT_OR_BELOW
+
+    assert PruneConfig().select == "auto"
+    assert PruneConfig(flops=SPLIT_AT_OR_BELOW).selection() == "refit-split"
+    assert PruneConfig(flops=0.2).selection() == "refit-split"
+    assert PruneConfig(flops=SPLIT_AT_OR_BELOW + 0.05).selection() == "one-shot"
+    assert PruneConfig(flops=0.2, reconstruct=False).selection() == "one-shot"
+    assert PruneConfig(flops=0.2, token_share=0.5).selection() == "one-shot"
+    assert PruneConfig(flops=0.2, select="one-shot").selection() == "one-shot"
+    assert PruneConfig(flops=0.6, select="refit-split").selection() == "refit-split"
+    for cfg in (PruneConfig(flops=0.2, reconstruct=False), PruneConfig(flops=0.2, token_share=0.5)):
+        cfg.check()  # auto never refuses what one-shot accepts
+
+    calib = tiny_batches(n_batches=2, batch=8, model_type="bert")
+    low = prune_model(tiny_model("bert"), calib, config=PruneConfig(flops=0.3, method="fisher", fvcore=False),
+                      log=lambda *_: None)
+    assert low.report["selection"]["mode"] == "refit-split" and low.report["selection"]["asked"] == "auto"
+    assert sum(r.get("chosen", False) for r in low.report["selection"]["rounds"]) == 1
+    high = prune_model(tiny_model("bert"), calib, config=PruneConfig(flops=0.5, method="fisher", fvcore=False),
+                       log=lambda *_: None)
+    assert high.report["selection"]["mode"] == "one-shot" and high.report["selection"]["rounds"] is None
